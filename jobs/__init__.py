@@ -1,0 +1,1 @@
+"""Entry points: the `tenant-reconcile` CLI and the scheduler process."""

@@ -1,0 +1,118 @@
+"""The one place that writes tenants: the plan's spools go into temp tables by COPY, then three
+set-based, compare-and-set statements run inside the caller's single marketplace transaction.
+
+`stage` runs for `plan` and `run` alike (temp tables are private to the session and vanish with
+the rollback of a dry run); `write` is what only `run` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from reconcile import copytext
+from reconcile.mapping import SLUG_CONFLICT
+from reconcile.plan import ActionSpool, Plan
+
+_TEMP_TABLES = {
+    "rc_create": "id text, slug text, name text, plan text, status text",
+    "rc_update": "id text, name text, plan text, status text, new_name text, new_plan text, new_status text",
+    "rc_archive": "id text, name text, plan text, status text, orphan boolean",
+}
+
+# Slugs a create cannot take: held by an existing marketplace tenant, or produced by an earlier
+# create in the same plan (the bytewise-smallest id keeps it).
+_SLUG_CONFLICTS = """
+WITH bad AS (
+    SELECT c.id, c.slug, t.id AS holder, true AS existing FROM rc_create c JOIN "Tenant" t ON t.slug = c.slug
+    UNION ALL
+    SELECT id, slug, first_id, false FROM (
+        SELECT id, slug, min(id COLLATE "C") OVER (PARTITION BY slug) AS first_id FROM rc_create
+    ) s WHERE id <> first_id
+), gone AS (
+    DELETE FROM rc_create c USING bad WHERE c.id = bad.id RETURNING c.id
+)
+SELECT DISTINCT ON (id) id, slug, holder, existing FROM bad ORDER BY id, existing DESC
+"""
+
+_NOW = "timezone('UTC', statement_timestamp())"
+
+# Each statement returns the planned ids it could NOT apply: the compare-and-set conflicts.
+_WRITE_CREATES = f"""
+WITH done AS (
+    INSERT INTO "Tenant" (id, slug, name, plan, status, "createdAt", "updatedAt")
+    SELECT id, slug, name, plan::"BillingPlan", status::"TenantStatus", {_NOW}, {_NOW} FROM rc_create
+    ON CONFLICT DO NOTHING
+    RETURNING id
+)
+SELECT c.id FROM rc_create c WHERE NOT EXISTS (SELECT 1 FROM done WHERE done.id = c.id)
+"""
+
+_WRITE_UPDATES = f"""
+WITH done AS (
+    UPDATE "Tenant" t
+    SET name = u.new_name, plan = u.new_plan::"BillingPlan", status = u.new_status::"TenantStatus",
+        "updatedAt" = {_NOW}
+    FROM rc_update u
+    WHERE t.id = u.id AND t.name = u.name AND t.plan::text = u.plan AND t.status::text = u.status
+    RETURNING t.id
+)
+SELECT u.id FROM rc_update u WHERE NOT EXISTS (SELECT 1 FROM done WHERE done.id = u.id)
+"""
+
+_WRITE_ARCHIVES = f"""
+WITH done AS (
+    UPDATE "Tenant" t
+    SET status = 'CLOSED', "updatedAt" = {_NOW}
+    FROM rc_archive a
+    WHERE t.id = a.id AND t.name = a.name AND t.plan::text = a.plan AND t.status::text = a.status
+    RETURNING t.id
+)
+SELECT a.id FROM rc_archive a WHERE NOT EXISTS (SELECT 1 FROM done WHERE done.id = a.id)
+"""
+
+
+@dataclass
+class Outcome:
+    """What the writes did not do: ids that lost the compare-and-set, per action."""
+
+    conflicts: dict[str, set[str]] = field(default_factory=lambda: {"create": set(), "update": set(),
+                                                                    "archive": set()})
+
+    @property
+    def count(self) -> int:
+        return sum(len(ids) for ids in self.conflicts.values())
+
+
+def _copy_in(dbapi_conn: object, table: str, spool: ActionSpool) -> None:
+    if spool.count:
+        with dbapi_conn.cursor() as cur:  # type: ignore[attr-defined]
+            cur.copy_expert(f"COPY {table} FROM STDIN", spool.rewind(), size=1 << 20)
+            cur.execute(f"ANALYZE {table}")
+
+
+def stage(conn: sa.Connection, plan: Plan) -> None:
+    """Load the plan into session temp tables and turn slug conflicts into row errors."""
+    for table, columns in _TEMP_TABLES.items():
+        conn.exec_driver_sql(f"CREATE TEMP TABLE {table} ({columns}) ON COMMIT DROP")
+    dbapi_conn = conn.connection.dbapi_connection
+    _copy_in(dbapi_conn, "rc_create", plan.creates)
+    _copy_in(dbapi_conn, "rc_update", plan.updates)
+    _copy_in(dbapi_conn, "rc_archive", plan.archives)
+    if plan.creates.count:
+        for tenant_id, slug, holder, existing in conn.exec_driver_sql(_SLUG_CONFLICTS):
+            detail = (f"slug {slug!r} is already used by marketplace tenant {holder!r}" if existing
+                      else f"slug {slug!r} is also the slug of {holder!r}, created in this run")
+            plan.reject_create(tenant_id, copytext.line_of([tenant_id, SLUG_CONFLICT, detail]))
+
+
+def write(conn: sa.Connection, plan: Plan) -> Outcome:
+    """Apply the staged plan. Runs inside the caller's transaction; commits nothing itself."""
+    outcome = Outcome()
+    for action, count, sql in (("create", plan.create_count, _WRITE_CREATES),
+                               ("update", plan.updates.count, _WRITE_UPDATES),
+                               ("archive", plan.archives.count, _WRITE_ARCHIVES)):
+        if count:
+            outcome.conflicts[action] = {row[0] for row in conn.exec_driver_sql(sql)}
+    return outcome

@@ -1,0 +1,140 @@
+"""Database URLs, engines and the one rule for showing them: `host:port/db`, never a password."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
+
+from reconcile.errors import ConfigError, DatabaseError
+
+_DRIVERS = {"postgresql", "postgres", "postgresql+psycopg2"}
+
+
+@dataclass(frozen=True)
+class DatabaseUrl:
+    """A validated PostgreSQL URL; `str()` is the redacted form, so it is safe to print."""
+
+    url: URL
+
+    @classmethod
+    def parse(cls, raw: str, name: str) -> DatabaseUrl:
+        text = raw.strip()
+        if not text:
+            raise ConfigError(f"{name} is empty")
+        try:
+            url = make_url(text)
+        except Exception:
+            raise ConfigError(
+                f"{name} is not a valid database URL (expected postgresql://user@host:5432/dbname)"
+            ) from None
+        if url.drivername not in _DRIVERS:
+            raise ConfigError(
+                f"{name} must be a postgresql:// URL, got scheme {url.drivername.split('+')[0]!r}"
+            )
+        if not url.database:
+            raise ConfigError(f"{name} names no database (expected postgresql://user@host:5432/dbname)")
+        try:
+            url.port  # noqa: B018 - make_url parses the port lazily; a bad one must fail here
+        except ValueError:
+            raise ConfigError(f"{name} has an invalid port") from None
+        return cls(url.set(drivername="postgresql+psycopg2"))
+
+    @property
+    def display(self) -> str:
+        host = self.url.host or self.url.query.get("host") or "localhost"
+        if isinstance(host, tuple):
+            host = host[0]
+        return f"{host}:{self.url.port or 5432}/{self.url.database}"
+
+    def __str__(self) -> str:
+        return self.display
+
+    def __repr__(self) -> str:
+        return f"DatabaseUrl({self.display})"
+
+    def scrub(self, text: str) -> str:
+        """Remove this URL's password (and any URL credentials) from a message."""
+        password = self.url.password
+        if password:
+            text = text.replace(str(password), "***")
+        return scrub_credentials(text)
+
+
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@\s]*)@", re.I)
+_PASSWORD_KV = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.I)
+
+
+def scrub_credentials(text: str) -> str:
+    """Blank `user:password@` in URLs and `password=...` pairs anywhere in a message."""
+    text = _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return _PASSWORD_KV.sub(r"\1***", text)
+
+
+def engine_for(db: DatabaseUrl, *, connect_timeout_s: int = 10, statement_timeout_ms: int = 0,
+               lock_timeout_ms: int = 0, application_name: str = "tenant-reconcile") -> sa.Engine:
+    """An engine without a pool: a batch job opens few connections and must not keep any."""
+    options = "-c timezone=UTC"
+    if statement_timeout_ms:
+        options += f" -c statement_timeout={int(statement_timeout_ms)}"
+    if lock_timeout_ms:
+        options += f" -c lock_timeout={int(lock_timeout_ms)}"
+    return sa.create_engine(
+        db.url,
+        poolclass=NullPool,
+        hide_parameters=True,
+        connect_args={
+            "connect_timeout": int(connect_timeout_s),
+            "options": options,
+            "application_name": application_name,
+        },
+    )
+
+
+def describe_db_error(exc: BaseException, db: DatabaseUrl | None = None) -> str:
+    """First line of a driver error, without SQL, parameters or credentials."""
+    orig = getattr(exc, "orig", None) or exc
+    message = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    return db.scrub(message) if db else scrub_credentials(message)
+
+
+@contextmanager
+def translate_db_errors(what: str, db: DatabaseUrl) -> Iterator[None]:
+    """Turn driver errors into DatabaseError (exit 7) naming the database, never its password."""
+    import psycopg2
+
+    try:
+        yield
+    except (sa.exc.DBAPIError, psycopg2.Error) as exc:
+        raise DatabaseError(f"{what} ({db.display}): {describe_db_error(exc, db)}") from exc
+
+
+_PERMANENT = ("password authentication failed", "does not exist", "no pg_hba.conf entry",
+              "authentication failed", "permission denied", "role ")
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth retrying: refused, timed out, starting up, too many clients. Not: bad credentials/db."""
+    if not isinstance(exc, sa.exc.OperationalError):
+        return False
+    text = str(getattr(exc, "orig", exc)).lower()
+    return not any(marker in text for marker in _PERMANENT)
+
+
+def connect(engine: sa.Engine, db: DatabaseUrl, *, retry_s: float, what: str) -> sa.Connection:
+    """Connect, retrying transient failures with exponential backoff for at most `retry_s` seconds."""
+    import tenacity
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_transient),
+        wait=tenacity.wait_exponential(multiplier=0.25, max=4.0),
+        stop=tenacity.stop_after_delay(retry_s) if retry_s > 0 else tenacity.stop_after_attempt(1),
+        reraise=True,
+    )
+    with translate_db_errors(f"cannot connect to the {what} database", db):
+        return retrying(engine.connect)

@@ -1,0 +1,116 @@
+"""The diff: a pure merge-join of two id-sorted streams of COPY lines into a lazy stream of actions.
+
+Product lines are already in marketplace terms (`id, name, plan, status, error`, see
+`Mapping.product_select_sql`); marketplace lines are `id, name, plan, status, ''`. A valid tenant
+that is in sync therefore has byte-identical lines on both sides, and the loop settles the common
+case with one comparison; only differing lines are split into fields.
+
+Actions are small tuples; statistics are derived from the stream by whoever consumes it:
+    (UNCHANGED, n)              n tenants that need nothing (run-length, never one tuple per row)
+    (CREATE, p)                 p: product fields (escaped bytes)
+    (UPDATE, p, m)              m: marketplace fields as read
+    (ARCHIVE, p, m)
+    (ORPHAN, m)
+    (ERROR, p, in_marketplace)  p[4] holds the error code
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Final
+
+from reconcile.copytext import unescape
+from reconcile.mapping import ARCHIVED_MARK, CLOSED
+
+UNCHANGED: Final = "unchanged"
+CREATE: Final = "create"
+UPDATE: Final = "update"
+ARCHIVE: Final = "archive"
+ORPHAN: Final = "orphan"
+ERROR: Final = "error"
+
+Fields = list[bytes]
+Action = tuple
+
+_ARCHIVED = ARCHIVED_MARK.encode()
+_CLOSED = CLOSED.encode()
+ID, NAME, PLAN, STATUS, ERR = range(5)
+
+
+class UnsortedInput(Exception):
+    """A stream was not sorted by id bytewise; diffing it would invent creates and orphans."""
+
+
+def _key(escaped_id: bytes) -> bytes:
+    return unescape(escaped_id) if b"\\" in escaped_id else escaped_id
+
+
+def _product_only(p: Fields) -> Action | None:
+    if p[ERR]:
+        return (ERROR, p, False)
+    if p[STATUS] == _ARCHIVED:
+        return None  # archived and absent: nothing to do
+    return (CREATE, p)
+
+
+def _both(p: Fields, m: Fields) -> Action | None:
+    if p[ERR]:
+        return (ERROR, p, True)
+    if p[STATUS] == _ARCHIVED:
+        return (ARCHIVE, p, m) if m[STATUS] != _CLOSED else None
+    return (UPDATE, p, m)
+
+
+def diff(product: Iterable[bytes], marketplace: Iterable[bytes]) -> Iterator[Action]:
+    """Merge-join two streams of COPY lines, each sorted by id bytewise (`COLLATE "C"`)."""
+    pit = iter(product)
+    mit = iter(marketplace)
+    p = next(pit, None)
+    m = next(mit, None)
+    run = 0
+    last_p = last_m = b""
+    while p is not None and m is not None:
+        if p == m:
+            run += 1
+            p = next(pit, None)
+            m = next(mit, None)
+            continue
+        pf = p[:-1].split(b"\t")
+        mf = m[:-1].split(b"\t")
+        pkey = _key(pf[ID])
+        mkey = _key(mf[ID])
+        if pkey < last_p or mkey < last_m:
+            raise UnsortedInput("snapshot rows are not sorted by id")
+        last_p, last_m = pkey, mkey
+        if pkey == mkey:
+            action = _both(pf, mf)
+            p = next(pit, None)
+            m = next(mit, None)
+        elif pkey < mkey:
+            action = _product_only(pf)
+            p = next(pit, None)
+        else:
+            action = (ORPHAN, mf)
+            m = next(mit, None)
+        if action is None:
+            run += 1
+            continue
+        if run:
+            yield (UNCHANGED, run)
+            run = 0
+        yield action
+    while p is not None:
+        action = _product_only(p[:-1].split(b"\t"))
+        if action is None:
+            run += 1
+        else:
+            if run:
+                yield (UNCHANGED, run)
+                run = 0
+            yield action
+        p = next(pit, None)
+    if run:
+        yield (UNCHANGED, run)
+    while m is not None:
+        yield (ORPHAN, m[:-1].split(b"\t"))
+        m = next(mit, None)

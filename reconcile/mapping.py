@@ -1,0 +1,169 @@
+"""How a product tenant row maps to marketplace terms, and which rows are errors (SPEC §3).
+
+One set of rules with two evaluators: `Mapping.normalize` (Python, used by `sync`/`status` and the
+tests) and `Mapping.product_select_sql` (the same rules compiled into the snapshot query, so the
+bulk path never maps a row in Python). `tests/test_mapping_sql.py` checks the two agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping as MappingABC
+from dataclasses import dataclass, field
+from typing import Any
+
+from reconcile.errors import ConfigError
+
+PLAN_VALUES = ("DEV", "STARTER", "PRO", "ENTERPRISE")
+STATUS_VALUES = ("TRIAL", "ACTIVE", "SUSPENDED", "CLOSED")
+# Mapping target meaning "archive": the marketplace enum has no ARCHIVED, the tenant becomes CLOSED.
+ARCHIVED = "ARCHIVED"
+# Status value of a normalized product row that is archived; cannot collide with an enum label.
+ARCHIVED_MARK = "@archived"
+CLOSED = "CLOSED"
+
+# Characters trimmed from values and names, identical in Python (str.strip) and SQL (btrim).
+TRIM_CHARS = " \t\n\r\x0b\x0c"
+MAX_ID_LENGTH = 128
+MAX_NAME_LENGTH = 255
+
+INVALID_ID = "invalid_id"
+INVALID_NAME = "invalid_name"
+INVALID_PLAN = "invalid_plan"
+INVALID_STATUS = "invalid_status"
+SLUG_CONFLICT = "slug_conflict"
+INVALID_ID_FOR_EMAIL = "invalid_id_for_email"
+
+DEFAULT_PLAN_MAP = {"dev": "DEV", "starter": "STARTER", "pro": "PRO", "enterprise": "ENTERPRISE"}
+DEFAULT_STATUS_MAP = {"trial": "TRIAL", "active": "ACTIVE", "suspended": "SUSPENDED", "closed": "CLOSED",
+                      "archived": ARCHIVED}
+
+
+def slug_for(tenant_id: str) -> str:
+    """Slug of a created marketplace tenant: `_` becomes `-`, lowercased."""
+    return tenant_id.replace("_", "-").lower()
+
+
+def _normkey(value: str | None) -> str:
+    return (value or "").strip(TRIM_CHARS).lower()
+
+
+def _sql_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class NormalizedRow:
+    """A product row in marketplace terms. `error` is '' for a valid row; then plan and status are
+    marketplace enum labels (status may be ARCHIVED_MARK). For an error row they keep the raw text."""
+
+    id: str
+    name: str
+    plan: str
+    status: str
+    error: str
+
+    @property
+    def archived(self) -> bool:
+        return self.status == ARCHIVED_MARK
+
+
+@dataclass(frozen=True)
+class Mapping:
+    plan: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PLAN_MAP))
+    status: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_STATUS_MAP))
+    plan_when_empty: str = "DEV"
+    status_when_empty: str = "ACTIVE"
+
+    @classmethod
+    def from_config(cls, raw: MappingABC[str, Any], where: str = "mapping") -> Mapping:
+        """Build from the `[mapping]` table of the config file, validating every target."""
+        known = {"plan", "status", "plan_when_empty", "status_when_empty"}
+        for key in raw:
+            if key not in known:
+                raise ConfigError(f"{where}.{key} is not a known setting (expected one of {sorted(known)})")
+        base = cls()
+        plan = _table(raw.get("plan", base.plan), f"{where}.plan", PLAN_VALUES)
+        status = _table(raw.get("status", base.status), f"{where}.status", (*STATUS_VALUES, ARCHIVED))
+        plan_empty = _target(raw.get("plan_when_empty", base.plan_when_empty), f"{where}.plan_when_empty",
+                             PLAN_VALUES)
+        status_empty = _target(raw.get("status_when_empty", base.status_when_empty),
+                               f"{where}.status_when_empty", (*STATUS_VALUES, ARCHIVED))
+        return cls(plan=plan, status=status, plan_when_empty=plan_empty, status_when_empty=status_empty)
+
+    # -- Python evaluator -------------------------------------------------------------------------
+    def map_plan(self, raw: str | None) -> str | None:
+        key = _normkey(raw)
+        return self.plan_when_empty if key == "" else self.plan.get(key)
+
+    def map_status(self, raw: str | None) -> str | None:
+        """Marketplace status, ARCHIVED_MARK for an archived tenant, None when invalid."""
+        key = _normkey(raw)
+        target = self.status_when_empty if key == "" else self.status.get(key)
+        return ARCHIVED_MARK if target == ARCHIVED else target
+
+    def normalize(self, tenant_id: str, name: str, plan: str | None, status: str | None) -> NormalizedRow:
+        mapped_plan = self.map_plan(plan)
+        mapped_status = self.map_status(status)
+        if tenant_id == "" or len(tenant_id) > MAX_ID_LENGTH:
+            error = INVALID_ID
+        elif name.strip(TRIM_CHARS) == "" or len(name) > MAX_NAME_LENGTH:
+            error = INVALID_NAME
+        elif mapped_plan is None:
+            error = INVALID_PLAN
+        elif mapped_status is None:
+            error = INVALID_STATUS
+        else:
+            error = ""
+        return NormalizedRow(
+            tenant_id, name,
+            mapped_plan if mapped_plan is not None else (plan or ""),
+            mapped_status if mapped_status is not None else (status or ""),
+            error,
+        )
+
+    # -- SQL evaluator ----------------------------------------------------------------------------
+    def _case_sql(self, column: str, table: dict[str, str], when_empty: str) -> str:
+        trimmed = f"lower(btrim(coalesce({column}, ''), {_sql_literal(TRIM_CHARS)}))"
+        arms = [f"WHEN '' THEN {_sql_literal(_mark(when_empty))}"]
+        arms += [f"WHEN {_sql_literal(k)} THEN {_sql_literal(_mark(v))}" for k, v in sorted(table.items())]
+        return f"CASE {trimmed} {' '.join(arms)} END"
+
+    def product_select_sql(self, where: str = "TRUE") -> str:
+        """The product snapshot query: rows already in marketplace terms, sorted by id bytewise.
+
+        Its output line equals the marketplace query's line exactly when the tenant is valid and
+        in sync, which is what lets the diff skip unchanged rows with one bytes comparison."""
+        trim = _sql_literal(TRIM_CHARS)
+        return (
+            "SELECT id, name, coalesce(mp, coalesce(plan, '')), coalesce(ms, coalesce(status, '')),"
+            f" CASE WHEN id = '' OR length(id) > {MAX_ID_LENGTH} THEN '{INVALID_ID}'"
+            f" WHEN btrim(name, {trim}) = '' OR length(name) > {MAX_NAME_LENGTH} THEN '{INVALID_NAME}'"
+            f" WHEN mp IS NULL THEN '{INVALID_PLAN}' WHEN ms IS NULL THEN '{INVALID_STATUS}' ELSE '' END"
+            " FROM (SELECT id, name, plan, status,"
+            f" {self._case_sql('plan', self.plan, self.plan_when_empty)} AS mp,"
+            f" {self._case_sql('status', self.status, self.status_when_empty)} AS ms"
+            f" FROM tenants WHERE {where}) AS t"
+            ' ORDER BY id COLLATE "C"'
+        )
+
+
+def _mark(target: str) -> str:
+    return ARCHIVED_MARK if target == ARCHIVED else target
+
+
+def _target(value: Any, where: str, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ConfigError(f"{where} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
+
+
+def _table(value: Any, where: str, allowed: tuple[str, ...]) -> dict[str, str]:
+    if not isinstance(value, MappingABC):
+        raise ConfigError(f"{where} must be a table of product value = marketplace value")
+    out: dict[str, str] = {}
+    for key, target in value.items():
+        norm = _normkey(str(key))
+        if not norm:
+            raise ConfigError(f"{where} has an empty key; empty values use {where}_when_empty")
+        out[norm] = _target(target, f"{where}.{key}", allowed)
+    return out

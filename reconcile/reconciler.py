@@ -1,0 +1,201 @@
+"""One reconcile run: lock, snapshot, diff, plan, stage, guard, write, commit, report.
+
+`plan` (dry run) and `run` share every step up to `apply.write`; the dry run then rolls back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from reconcile import apply, guard, lock
+from reconcile.db import DatabaseUrl, connect, engine_for, translate_db_errors
+from reconcile.diff import UnsortedInput, diff
+from reconcile.errors import DatabaseError, GuardTripped, LockHeld, ReconcileError
+from reconcile.plan import Plan, build_plan
+from reconcile.report import ABORTED, FAILED, LOCKED, Report, new_run_id, tally
+from reconcile.settings import Settings
+from reconcile.shard import Shard
+from reconcile.snapshot import Snapshot, in_parallel, read_marketplace, read_product
+
+# A hook run inside the write transaction after the tenant writes (inbound addresses use it).
+AfterWrite = Callable[[sa.Connection, Plan, Report, Any], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    dry_run: bool = False
+    force: bool = False
+    tenant_id: str | None = None  # restrict the run to one tenant (`sync`)
+    take_lock: bool = True
+    after_write: AfterWrite | None = None
+
+
+def _ms(seconds: float) -> float:
+    return seconds * 1000.0
+
+
+def scope_predicate(shard: Shard, tenant_id: str | None) -> str:
+    predicate = shard.sql_predicate()
+    if tenant_id is not None:
+        literal = "'" + tenant_id.replace("'", "''") + "'"
+        predicate = f"id = {literal}" if shard.whole else f"({predicate}) AND id = {literal}"
+    return predicate
+
+
+@contextmanager
+def _transaction(conn: sa.Connection) -> Iterator[sa.RootTransaction]:
+    tx = conn.begin()
+    try:
+        yield tx
+    finally:
+        if tx.is_active:
+            tx.rollback()
+
+
+def run_reconcile(settings: Settings, options: RunOptions, log: Any, report: Report | None = None) -> Report:
+    """Reconcile and return the report (already emitted). Never raises for an expected failure."""
+    product_db = settings.require_product()
+    market_db = settings.require_marketplace()
+    report = report or Report(run_id=new_run_id(), mode="dry-run" if options.dry_run else "apply",
+                              shard=settings.shard.label, id_limit=settings.report_id_limit)
+    report.source = {"db": product_db.display, "tenants": 0}
+    report.target = {"db": market_db.display, "tenants": 0}
+    started = time.perf_counter()
+    log.info("reconcile.start", mode=report.mode, shard=report.shard,
+             source=product_db.display, target=market_db.display)
+    try:
+        _run(settings, options, report, product_db, market_db, log)
+    except LockHeld as exc:
+        report.status = LOCKED
+        report.extra["error"] = str(exc)
+    except GuardTripped as exc:
+        report.status = ABORTED
+        report.extra["error"] = str(exc)
+    except ReconcileError as exc:
+        report.status = FAILED
+        report.extra["error"] = str(exc)
+        report.extra["exit_code"] = exc.exit_code
+    except UnsortedInput as exc:
+        report.status = FAILED
+        report.extra["error"] = f"{exc}; nothing was written"
+        report.extra["exit_code"] = 1
+    except Exception as exc:  # unexpected: still one report, exit 1
+        log.exception("reconcile.internal_error")
+        report.status = FAILED
+        report.extra["error"] = f"internal error: {type(exc).__name__}"
+        report.extra["exit_code"] = 1
+    report.timings_ms["total"] = _ms(time.perf_counter() - started)
+    report.emit(log)
+    return report
+
+
+def _run(settings: Settings, options: RunOptions, report: Report, product_db: DatabaseUrl,
+         market_db: DatabaseUrl, log: Any) -> None:
+    engine_args = {"connect_timeout_s": settings.connect_timeout_s,
+                   "statement_timeout_ms": settings.statement_timeout_ms,
+                   "lock_timeout_ms": settings.lock_timeout_ms}
+    market_engine = engine_for(market_db, **engine_args)
+    product_engine = engine_for(product_db, **engine_args)
+    predicate = scope_predicate(settings.shard, options.tenant_id)
+    with ExitStack() as stack:
+        stack.callback(market_engine.dispose)
+        stack.callback(product_engine.dispose)
+        market = stack.enter_context(connect(market_engine, market_db, retry_s=settings.connect_retry_s,
+                                             what="marketplace"))
+        lock_key = None
+        if options.take_lock and not options.dry_run:
+            with translate_db_errors("cannot take the run lock", market_db):
+                lock_key = lock.acquire(market, settings.shard, settings.wait_lock_s)
+                market.commit()
+            log.info("lock.acquired", shard=settings.shard.label)
+        product = stack.enter_context(connect(product_engine, product_db, retry_s=settings.connect_retry_s,
+                                              what="product"))
+        try:
+            _reconcile_in_transactions(settings, options, report, product, market, predicate,
+                                       product_db, market_db, log)
+        finally:
+            if lock_key is not None:
+                _release(market, lock_key, market_db)
+
+
+def _release(market: sa.Connection, key: int, market_db: DatabaseUrl) -> None:
+    try:
+        if market.in_transaction():
+            market.rollback()
+        lock.release(market, key)
+        market.commit()
+    except sa.exc.DBAPIError:
+        pass  # the session is gone, and the lock with it
+
+
+def _reconcile_in_transactions(settings: Settings, options: RunOptions, report: Report,
+                               product: sa.Connection, market: sa.Connection, predicate: str,
+                               product_db: DatabaseUrl, market_db: DatabaseUrl, log: Any) -> None:
+    product = product.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+    t0 = time.perf_counter()
+    with _transaction(market) as market_tx:
+        with translate_db_errors("snapshot failed", product_db), _transaction(product):
+            snapshot = Snapshot(*in_parallel(
+                lambda: read_product(product, settings.mapping, predicate),
+                lambda: _read_marketplace(market, predicate, market_db),
+            ))
+        try:
+            report.source["tenants"] = snapshot.product.rows
+            report.target["tenants"] = snapshot.marketplace.rows
+            t1 = time.perf_counter()
+            report.timings_ms["snapshot"] = _ms(t1 - t0)
+            plan = build_plan(diff(snapshot.product.lines(), snapshot.marketplace.lines()),
+                              orphans_mode=settings.orphans, id_limit=settings.report_id_limit)
+        finally:
+            snapshot.close()
+        plan.total = snapshot.product.rows
+        plan.target_total = snapshot.marketplace.rows
+        t2 = time.perf_counter()
+        report.timings_ms["diff"] = _ms(t2 - t1)
+        try:
+            with translate_db_errors("staging the plan failed", market_db):
+                apply.stage(market, plan)
+            verdict = guard.check(plan, max_archive=settings.max_archive,
+                                  max_archive_ratio=settings.max_archive_ratio)
+            if verdict is not None:
+                if not options.force:
+                    report.extra["guard"] = {"reason": verdict.reason, **verdict.figures}
+                    report.extra["planned"] = planned_counts(plan)
+                    raise GuardTripped(f"safety guard: {verdict.reason}; nothing written (use --force)")
+                log.warning("guard.overridden", reason=verdict.reason, **verdict.figures)
+            outcome = None
+            if not options.dry_run:
+                with translate_db_errors("apply failed, transaction rolled back", market_db):
+                    outcome = apply.write(market, plan)
+                    if options.after_write is not None:
+                        options.after_write(market, plan, report, log)
+                    market_tx.commit()
+            else:
+                market_tx.rollback()
+            report.timings_ms["apply"] = _ms(time.perf_counter() - t2)
+            tally(report, plan, outcome, log)
+        finally:
+            plan.close()
+
+
+def planned_counts(plan: Plan) -> dict[str, int]:
+    return {"create": plan.create_count, "update": plan.updates.count, "archive": plan.archives.count,
+            "orphans": plan.orphans, "errors": plan.errors.count}
+
+
+def _read_marketplace(market: sa.Connection, predicate: str, market_db: DatabaseUrl) -> Any:
+    with translate_db_errors("snapshot failed", market_db):
+        return read_marketplace(market, predicate)
+
+
+def exit_code_of(report: Report) -> int:
+    return int(report.extra.get("exit_code", report.exit_code))
+
+
+__all__ = ["DatabaseError", "RunOptions", "exit_code_of", "run_reconcile", "scope_predicate"]
