@@ -40,7 +40,7 @@ class Settings:
     report_id_limit: int = 1000
     wait_lock_s: float = 0.0
     connect_timeout_s: int = 10
-    connect_retry_s: float = 30.0
+    connect_retry_s: float = 10.0
     statement_timeout_ms: int = 600_000
     lock_timeout_ms: int = 10_000
     inbound_countries: tuple[str, ...] = ()
