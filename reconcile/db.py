@@ -39,10 +39,8 @@ class DatabaseUrl:
             )
         if not url.database:
             raise ConfigError(f"{name} names no database (expected postgresql://user@host:5432/dbname)")
-        try:
-            url.port  # noqa: B018 - make_url parses the port lazily; a bad one must fail here
-        except ValueError:
-            raise ConfigError(f"{name} has an invalid port") from None
+        if url.port is not None and not 0 < url.port < 65536:
+            raise ConfigError(f"{name} has an invalid port {url.port}")
         return cls(url.set(drivername="postgresql+psycopg2"))
 
     @property

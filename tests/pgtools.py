@@ -142,3 +142,34 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
                           env=env if env is not None else dict(os.environ), timeout=timeout,
                           cwd=cwd or REPO)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+class EventLog:
+    """structlog configured to render JSON into memory: the real renderer, read back as events."""
+
+    def __init__(self) -> None:
+        import io
+
+        from reconcile.logs import configure_logging
+
+        self.stream = io.StringIO()
+        configure_logging("json", stream=self.stream)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.stream.getvalue().splitlines() if line.strip()]
+
+    def of(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("event") == event]
+
+
+def reconcile(dbs: Databases, *, dry_run: bool = False, force: bool = False, after_write: Any = None,
+              tenant_id: str | None = None, **overrides: Any) -> tuple[Any, EventLog]:
+    """One in-process run against `dbs`; returns (Report, EventLog)."""
+    from reconcile.logs import get_logger
+    from reconcile.reconciler import RunOptions, run_reconcile
+
+    events = EventLog()
+    options = RunOptions(dry_run=dry_run, force=force, after_write=after_write, tenant_id=tenant_id)
+    report = run_reconcile(dbs.settings(**overrides), options, get_logger(run_id="test"))
+    return report, events

@@ -1,0 +1,246 @@
+"""The CLI as an operator meets it: real subprocesses, exit codes, stdout/stderr contracts, redaction."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.pgtools import REPO, run_cli
+
+SECRET = "s3cr3t-Pa55word"
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bare_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("RECONCILE_", "PRODUCT_DATABASE", "MARKETPLACE_DATABASE", "JOB_COMPLETION"))}
+    env.update(extra)
+    return env
+
+
+def assert_no_traceback(result) -> None:
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+
+
+def test_run_success_exit_0_json_lines_only(dbs):
+    dbs.add_product(("a", "A", "pro", "active"))
+    result = run_cli("run", env=dbs.env())
+    assert result.code == 0, result.stderr
+    assert result.report["status"] == "success"
+    assert all(isinstance(e, dict) for e in result.events)  # every stdout line is JSON
+    assert result.stderr == ""
+
+
+def test_plan_is_a_dry_run(dbs):
+    dbs.add_product(("a", "A", "pro", "active"))
+    result = run_cli("plan", env=dbs.env())
+    assert result.code == 0
+    assert result.report["mode"] == "dry-run" and result.report["created"] == ["a"]
+    assert dbs.market() == {}
+    result = run_cli("run", "--dry-run", env=dbs.env())
+    assert result.report["mode"] == "dry-run" and dbs.market() == {}
+
+
+def test_nothing_to_do_is_success(dbs):
+    result = run_cli("run", env=dbs.env())
+    assert result.code == 0 and result.report["total"] == 0
+
+
+def test_partial_exits_3(dbs):
+    dbs.add_product(("a", "A", "gold", "active"), ("b", "B", "pro", "active"))
+    result = run_cli("run", env=dbs.env())
+    assert result.code == 3
+    assert result.report["status"] == "partial" and result.report["created"] == ["b"]
+    assert [e["tenant_id"] for e in result.of("tenant.error")] == ["a"]
+
+
+@pytest.mark.parametrize("missing", ["PRODUCT_DATABASE_URL", "MARKETPLACE_DATABASE_URL"])
+def test_missing_variable_exit_2_one_line_naming_it(missing):
+    env = bare_env(PRODUCT_DATABASE_URL="postgresql://u@h/p", MARKETPLACE_DATABASE_URL="postgresql://u@h/m")
+    del env[missing]
+    result = run_cli("run", env=env)
+    assert result.code == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and missing in lines[0]
+    assert_no_traceback(result)
+
+
+def test_malformed_url_exit_2_names_the_variable_and_hides_the_password():
+    env = bare_env(PRODUCT_DATABASE_URL=f"postgresql://u:{SECRET}@h:99999999/p",
+                   MARKETPLACE_DATABASE_URL="postgresql://u@h/m")
+    result = run_cli("plan", env=env)
+    assert result.code == 2
+    assert "PRODUCT_DATABASE_URL" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_bad_config_file_exit_2(tmp_path, dbs):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[reconcile]\nmax_archive = 'lots'\n")
+    result = run_cli("run", "--config", str(cfg), env=dbs.env())
+    assert result.code == 2
+    assert "reconcile.max_archive" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert_no_traceback(result)
+
+
+def test_usage_error_exit_2(dbs):
+    assert run_cli("run", "--orphans", "delete", env=dbs.env()).code == 2
+    assert run_cli("frobnicate", env=dbs.env()).code == 2
+
+
+def test_unreachable_database_exit_7_with_report_and_no_secret(dbs):
+    port = closed_port()
+    env = dbs.env(MARKETPLACE_DATABASE_URL=f"postgresql://reconcile:{SECRET}@127.0.0.1:{port}/keybuzz_backend")
+    result = run_cli("run", env=env)
+    assert result.code == 7
+    report = result.report
+    assert report["status"] == "failed"
+    assert f"127.0.0.1:{port}/keybuzz_backend" in report["error"]
+    assert report["target"]["db"] == f"127.0.0.1:{port}/keybuzz_backend"
+    assert SECRET not in result.stdout + result.stderr
+    assert_no_traceback(result)
+
+
+def test_unknown_database_host_exit_7(dbs):
+    env = dbs.env(PRODUCT_DATABASE_URL=f"postgresql://u:{SECRET}@no-such-host.invalid:5432/keybuzz")
+    result = run_cli("run", env=env)
+    assert result.code == 7 and result.report["status"] == "failed"
+    assert SECRET not in result.stdout + result.stderr
+    assert_no_traceback(result)
+
+
+def test_transaction_failure_exit_7_and_rollback(dbs):
+    dbs.add_product(("a", "A", "pro", "active"), ("b", "B", "pro", "active"))
+    dbs.sql("marketplace", """
+        CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.id = 'b' THEN RAISE EXCEPTION 'no b'; END IF; RETURN NEW; END $$;
+        CREATE TRIGGER boom BEFORE INSERT ON "Tenant" FOR EACH ROW EXECUTE FUNCTION boom();""")
+    result = run_cli("run", env=dbs.env())
+    assert result.code == 7 and result.report["status"] == "failed"
+    assert dbs.market() == {}
+    assert_no_traceback(result)
+
+
+def test_report_file_is_written_and_matches_stdout(dbs, tmp_path):
+    dbs.add_product(("a", "A", "pro", "active"))
+    path = tmp_path / "out" / "report.json"
+    result = run_cli("run", "--report-file", str(path), env=dbs.env())
+    assert result.code == 0
+    on_disk = json.loads(path.read_text())
+    on_stdout = result.report
+    for key in ("run_id", "status", "counts", "created", "source", "target", "mode"):
+        assert on_disk[key] == on_stdout[key]
+    assert [p.name for p in path.parent.iterdir()] == ["report.json"]  # no temp file left behind
+
+
+def test_report_file_is_written_for_a_failed_run(tmp_path):
+    path = tmp_path / "report.json"
+    env = bare_env(PRODUCT_DATABASE_URL=f"postgresql://u@127.0.0.1:{closed_port()}/p",
+                   MARKETPLACE_DATABASE_URL=f"postgresql://u@127.0.0.1:{closed_port()}/m",
+                   RECONCILE_CONNECT_RETRY="0")
+    result = run_cli("run", "--report-file", str(path), env=env)
+    assert result.code == 7
+    assert json.loads(path.read_text())["status"] == "failed"
+
+
+def test_console_format_is_for_humans(dbs):
+    dbs.add_product(("a", "A", "pro", "active"))
+    result = run_cli("run", "--log-format", "console", env=dbs.env())
+    assert result.code == 0
+    assert "reconcile.report" in result.stdout
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(result.stdout.splitlines()[-1])
+
+
+def test_ecs_format_uses_elastic_common_schema_names(dbs):
+    dbs.add_product(("a", "A", "pro", "active"), ("b", "B", "gold", "active"))
+    result = run_cli("run", "--log-format", "ecs", env=dbs.env())
+    assert result.code == 3
+    events = result.events
+    report = next(e for e in events if e["event.action"] == "reconcile.report")
+    for key in ("@timestamp", "log.level", "message", "event.action", "event.outcome", "event.duration",
+                "ecs.version"):
+        assert key in report, key
+    assert report["event.outcome"] == "failure" and isinstance(report["event.duration"], int)
+    created = next(e for e in events if e["event.action"] == "tenant.created")
+    assert created["event.outcome"] == "success" and created["tenant_id"] == "a"
+    assert "event" not in report and "level" not in report
+
+
+def test_log_format_from_environment(dbs):
+    result = run_cli("plan", env=dbs.env(RECONCILE_LOG_FORMAT="ecs"))
+    assert "@timestamp" in result.events[-1]
+
+
+def test_urls_from_file_variables(dbs, tmp_path):
+    (tmp_path / "p").write_text(dbs.product_url)
+    (tmp_path / "m").write_text(dbs.marketplace_url)
+    env = dbs.env()
+    del env["PRODUCT_DATABASE_URL"], env["MARKETPLACE_DATABASE_URL"]
+    env.update(PRODUCT_DATABASE_URL_FILE=str(tmp_path / "p"), MARKETPLACE_DATABASE_URL_FILE=str(tmp_path / "m"))
+    assert run_cli("plan", env=env).code == 0
+
+
+def test_url_flags_override_environment(dbs):
+    env = dbs.env(PRODUCT_DATABASE_URL=f"postgresql://u@127.0.0.1:{closed_port()}/nope")
+    result = run_cli("plan", "--product-url", dbs.product_url, env=env)
+    assert result.code == 0, result.stdout
+
+
+@pytest.mark.parametrize("command", ["run", "plan", "init-db", "demo"])
+def test_every_command_has_help(command):
+    result = run_cli(command, "--help", env=bare_env())
+    assert result.code == 0 and "Usage:" in result.stdout
+
+
+def test_top_level_help_lists_commands_and_exit_codes():
+    result = run_cli("--help", env=bare_env())
+    assert result.code == 0
+    for word in ("run", "plan", "init-db", "demo", "Exit codes"):
+        assert word in result.stdout
+
+
+def test_console_script_is_installed():
+    script = shutil.which("tenant-reconcile") or str(Path(sys.executable).parent / "tenant-reconcile")
+    proc = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "version" in proc.stdout
+
+
+def test_init_db_is_idempotent_and_creates_missing_databases(pg_server):
+    tag = f"rc_init_{int(time.time() * 1000) % 10**9}"
+    product = pg_server.url_for(f"{tag}_p")
+    market = pg_server.url_for(f"{tag}_m")
+    from tests.pgtools import url_text
+
+    try:
+        for _ in range(2):
+            result = run_cli("init-db", "--product", url_text(product), "--marketplace", url_text(market),
+                             env=bare_env())
+            assert result.code == 0, result.stderr
+        done = [e["database_created"] for e in result.events if e["event"] == "init_db.done"]
+        assert done == [False, False]
+        env = bare_env(PRODUCT_DATABASE_URL=url_text(product), MARKETPLACE_DATABASE_URL=url_text(market))
+        assert run_cli("run", env=env).code == 0
+    finally:
+        pg_server.drop_database(f"{tag}_p")
+        pg_server.drop_database(f"{tag}_m")
+
+
+def test_python_dash_m_jobs_runs_from_anywhere(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "jobs", "--help"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60, env={**bare_env(), "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0
