@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -50,9 +51,8 @@ def _with_templates(server: Server) -> Iterator[Server]:
         server.dispose()
 
 
-@pytest.fixture()
-def dbs(pg_server: Server) -> Iterator[Databases]:
-    """A fresh product DB and marketplace DB with the SPEC schemas, dropped after the test."""
+@contextmanager
+def _fresh_pair(pg_server: Server) -> Iterator[Databases]:
     tag = uuid.uuid4().hex[:10]
     names = (f"rc_{tag}_p", f"rc_{tag}_m")
     pg_server.create_database(names[0], template=pg_server.product_template)
@@ -64,6 +64,20 @@ def dbs(pg_server: Server) -> Iterator[Databases]:
         databases.dispose()
         for name in names:
             pg_server.drop_database(name)
+
+
+@pytest.fixture()
+def dbs(pg_server: Server) -> Iterator[Databases]:
+    """A fresh product DB and marketplace DB with the SPEC schemas, dropped after the test."""
+    with _fresh_pair(pg_server) as databases:
+        yield databases
+
+
+@pytest.fixture()
+def more_dbs(pg_server: Server) -> Iterator[Callable[[], Databases]]:
+    """more_dbs() -> another fresh pair, for tests comparing two runs side by side."""
+    with ExitStack() as stack:
+        yield lambda: stack.enter_context(_fresh_pair(pg_server))
 
 
 @pytest.fixture()
