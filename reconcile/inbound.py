@@ -1,13 +1,302 @@
-"""Amazon inbound e-mail addresses for active tenants (SPEC §3). Not built yet: issue 5."""
+"""Amazon inbound e-mail addresses for every active tenant, set-based (SPEC §3 "Inbound addresses").
+
+Runs inside the run's marketplace transaction after the tenant writes. Eligible: tenants in scope
+that exist in the marketplace, are not CLOSED, and are neither orphans nor row errors. For them,
+per country: one `inbound_connections` row (marketplace `amazon`, its `countries` array extended,
+never replaced) and one `inbound_addresses` row (marketplace `AMAZON`). Existing rows are matched
+case-insensitively and never regenerated; duplicates (environments without the unique constraints)
+are reported, never added to. Only the missing rows pass through Python, to get their tokens from
+`secrets`; everything else is a handful of statements whatever the tenant count.
+"""
 
 from __future__ import annotations
 
-from reconcile.errors import ConfigError
-from reconcile.reconciler import AfterWrite
+import json
+import secrets
+import tempfile
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+from reconcile import copytext
+from reconcile.mapping import INVALID_ID_FOR_EMAIL
+from reconcile.reconciler import AfterWrite, HookContext
 from reconcile.settings import Settings
 
+EMAIL_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]*$"
+TOKEN_ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789"
+TOKEN_LENGTH = 6
+CONNECTION_MARKETPLACE = "amazon"
+ADDRESS_MARKETPLACE = "AMAZON"
+_SAMPLE = 20
 
-def inbound_hook(settings: Settings) -> AfterWrite | None:
-    if settings.inbound_countries:
-        raise ConfigError("--ensure-inbound / inbound.countries is not available yet")
-    return None
+# 252 = 7 * 36: dropping bytes >= 252 leaves every alphabet letter equally likely.
+_TOKEN_TABLE = bytes(TOKEN_ALPHABET[b % 36] if b < 252 else 0 for b in range(256))
+_TOKEN_DROP = bytes(range(252, 256))
+
+_NOW = "timezone('UTC', statement_timestamp())"
+
+
+def tokens(count: int) -> Iterator[bytes]:
+    """`count` tokens of 6 characters from [a-z0-9], drawn from `secrets` in bulk."""
+    need = count * TOKEN_LENGTH
+    pool = b""
+    while len(pool) < need:
+        pool += secrets.token_bytes(need - len(pool) + 16).translate(_TOKEN_TABLE, _TOKEN_DROP)
+    for start in range(0, need, TOKEN_LENGTH):
+        yield pool[start:start + TOKEN_LENGTH]
+
+
+def email(tenant_id: str, country: str, token: str, domain: str) -> str:
+    return f"amazon.{tenant_id}.{country.lower()}.{token}@{domain}"
+
+
+def inbound_hook(settings: Settings, countries: tuple[str, ...] | None = None) -> AfterWrite | None:
+    """The run's after-write hook when inbound countries are asked for, else None."""
+    wanted = settings.inbound_countries if countries is None else countries
+    if not wanted:
+        return None
+    assert all(len(c) == 2 and c.isalpha() and c.isupper() for c in wanted)  # validated by settings
+    domain = settings.inbound_domain
+
+    def hook(ctx: HookContext) -> Callable[[], None] | None:
+        return ensure(ctx, wanted, domain)
+
+    return hook
+
+
+def _candidates_sql(ctx: HookContext, countries: tuple[str, ...], connection_unique: bool) -> str:
+    """Tenants in scope, not CLOSED, whose inbound rows need a look: not exactly one address per
+    country (any spelling), or an amazon connection lacking a country, spelled otherwise than
+    `amazon` (a possible duplicate), or, when no unique constraint rules it out, duplicated.
+    One scan of each table and one hash aggregate over the addresses: the whole cost of a run
+    where nothing is missing. Canonical spellings are tested first so most rows skip the
+    case-folding calls."""
+    wanted = json.dumps(list(countries))
+    scope = ctx.scope('"tenantId"')
+    canonical = " ".join(f"WHEN '{c}' THEN '{c}'" for c in countries)
+    per_country = " AND ".join(f"count(*) FILTER (WHERE k = '{c}') = 1" for c in countries)
+    amazon = "(marketplace = '{0}' OR lower(marketplace COLLATE \"C\") = 'amazon')"
+    duplicated = "" if connection_unique else f"""
+        UNION ALL SELECT "tenantId" FROM inbound_connections WHERE ({scope}) AND {amazon.format("amazon")}
+        GROUP BY "tenantId" HAVING count(*) > 1"""
+    return f"""
+        SELECT id FROM "Tenant" e WHERE ({ctx.scope()}) AND status <> 'CLOSED' AND NOT EXISTS (
+            SELECT 1 FROM (
+                SELECT "tenantId" AS t FROM (
+                    SELECT "tenantId", CASE country {canonical} ELSE upper(country COLLATE "C") END AS k
+                    FROM inbound_addresses WHERE ({scope}) AND {amazon.format("AMAZON")}
+                ) addresses
+                GROUP BY "tenantId" HAVING {per_country}
+            ) complete WHERE complete.t = e.id)
+        UNION
+        SELECT "tenantId" FROM inbound_connections
+        WHERE ({scope}) AND {amazon.format("amazon")} AND (marketplace <> 'amazon' OR NOT countries @> '{wanted}')
+        {duplicated}"""
+
+
+def _connection_unique(ctx: HookContext) -> bool:
+    """Whether a unique index on inbound_connections ("tenantId", marketplace) exists."""
+    return bool(_sql(ctx, """
+        SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+                       WHERE c.relname = 'inbound_connections' AND c.relnamespace = to_regnamespace(current_schema())
+                         AND i.indisunique AND i.indnkeyatts = 2
+                         AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
+                              FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum = ANY(i.indkey))
+                             = ARRAY['marketplace', 'tenantId'])""").scalar())
+
+
+# Measured at 1M tenants: the planner, without statistics on freshly written inbound tables, sorts
+# for the aggregate; a hash aggregate without parallel workers or JIT is ~30 % faster.
+_AGGREGATE_SESSION = ("SET LOCAL enable_sort = off", "SET LOCAL jit = off",
+                      "SET LOCAL max_parallel_workers_per_gather = 0")
+_RESET_SESSION = ("SET LOCAL enable_sort TO DEFAULT", "SET LOCAL jit TO DEFAULT",
+                  "SET LOCAL max_parallel_workers_per_gather TO DEFAULT")
+
+
+def _copy_in(ctx: HookContext, table: str, lines: IO[bytes]) -> None:
+    with ctx.conn.connection.dbapi_connection.cursor() as cur:
+        cur.copy_expert(f"COPY {table} FROM STDIN", lines, size=1 << 20)
+
+
+def _copy_out(ctx: HookContext, query: str) -> tuple[IO[bytes], int]:
+    spool: IO[bytes] = tempfile.TemporaryFile()
+    with ctx.conn.connection.dbapi_connection.cursor() as cur:
+        cur.copy_expert(f"COPY ({query}) TO STDOUT", spool, size=1 << 20)
+        rows = cur.rowcount
+    spool.seek(0)
+    return spool, rows
+
+
+def _sql(ctx: HookContext, statement: str, params: dict[str, Any] | None = None) -> Any:
+    return ctx.conn.exec_driver_sql(statement, params or {})
+
+
+def ensure(ctx: HookContext, countries: tuple[str, ...], domain: str) -> Callable[[], None] | None:
+    """Ensure the addresses; in a dry run, count what would be created and write nothing."""
+    plan, log = ctx.plan, ctx.log
+    params = {"countries": list(countries), "countries_json": json.dumps(list(countries))}
+    # The completeness aggregate over every inbound row stays in memory instead of spilling.
+    _sql(ctx, "SET LOCAL work_mem = '128MB'")
+
+    # Candidates: tenants whose rows are not complete, reading the state after the tenant writes
+    # (a dry run wrote nothing: add what it would create or reopen).
+    unique = _connection_unique(ctx)
+    for statement in _AGGREGATE_SESSION:
+        _sql(ctx, statement)
+    _sql(ctx, f"CREATE TEMP TABLE rc_candidates ON COMMIT DROP AS {_candidates_sql(ctx, countries, unique)}")
+    for statement in _RESET_SESSION:
+        _sql(ctx, statement)
+    if ctx.dry_run:
+        _sql(ctx, """INSERT INTO rc_candidates SELECT id FROM rc_create
+                     UNION ALL SELECT id FROM rc_update WHERE status = 'CLOSED' AND new_status <> 'CLOSED'""")
+    # Not eligible: orphans and row errors.
+    _sql(ctx, "CREATE TEMP TABLE rc_excluded (id text) ON COMMIT DROP")
+    with tempfile.TemporaryFile() as excluded:
+        for spool in (plan.orphan_spool, plan.errors):
+            for line in spool.rewind():
+                excluded.write(line.split(b"\t", 1)[0].rstrip(b"\n") + b"\n")
+        excluded.seek(0)
+        _copy_in(ctx, "rc_excluded", excluded)
+    _sql(ctx, "ANALYZE rc_candidates")
+    _sql(ctx, "ANALYZE rc_excluded")
+    if ctx.dry_run:
+        # Nothing was written: read the status the planned writes would leave.
+        after_run = """SELECT DISTINCT c.id,
+                              CASE WHEN a.id IS NOT NULL THEN 'CLOSED' WHEN u.id IS NOT NULL THEN u.new_status
+                                   WHEN t.id IS NOT NULL THEN t.status::text ELSE k.status END AS status
+                       FROM rc_candidates c LEFT JOIN "Tenant" t ON t.id = c.id
+                       LEFT JOIN rc_archive a ON a.id = c.id LEFT JOIN rc_update u ON u.id = c.id
+                       LEFT JOIN rc_create k ON k.id = c.id"""
+    else:
+        after_run = """SELECT DISTINCT t.id, t.status::text AS status
+                       FROM rc_candidates c JOIN "Tenant" t ON t.id = c.id"""
+    _sql(ctx, f"""CREATE TEMP TABLE rc_eligible ON COMMIT DROP AS
+                  SELECT id FROM ({after_run}) t WHERE status <> 'CLOSED'
+                  AND NOT EXISTS (SELECT 1 FROM rc_excluded e WHERE e.id = t.id)""")
+    bad_ids = _sql(ctx, f"DELETE FROM rc_eligible WHERE id !~ '{EMAIL_ID_PATTERN}' RETURNING id").scalars().all()
+    for tenant_id in sorted(bad_ids):
+        plan.errors.add(copytext.line_of([tenant_id, INVALID_ID_FOR_EMAIL,
+                                          "id cannot be part of an e-mail address (allowed: letters, digits, "
+                                          "'_' and '-', starting with a letter or digit)"]))
+    _sql(ctx, "ANALYZE rc_eligible")
+
+    # One connection per tenant: the oldest existing one, in any spelling of `amazon`.
+    _sql(ctx, """CREATE TEMP TABLE rc_conn ON COMMIT DROP AS
+                 SELECT DISTINCT ON (c."tenantId") c."tenantId" AS tenant_id, c.id AS conn_id,
+                        count(*) OVER (PARTITION BY c."tenantId") AS n
+                 FROM inbound_connections c JOIN rc_eligible e ON e.id = c."tenantId"
+                 WHERE lower(c.marketplace COLLATE "C") = 'amazon'
+                 ORDER BY c."tenantId", c."createdAt", c.id""")
+    duplicate_connections = _sql(ctx, "SELECT tenant_id FROM rc_conn WHERE n > 1 ORDER BY tenant_id").scalars().all()
+    missing_connections = _sql(ctx, """SELECT count(*) FROM rc_eligible e
+                                       WHERE NOT EXISTS (SELECT 1 FROM rc_conn c WHERE c.tenant_id = e.id)""").scalar()
+
+    # Addresses that exist per (tenant, country), in any spelling.
+    _sql(ctx, """CREATE TEMP TABLE rc_addr_have ON COMMIT DROP AS
+                 SELECT a."tenantId" AS tenant_id, upper(a.country COLLATE "C") AS country, count(*) AS n
+                 FROM inbound_addresses a JOIN rc_eligible e ON e.id = a."tenantId"
+                 WHERE lower(a.marketplace COLLATE "C") = 'amazon' AND upper(a.country COLLATE "C") = ANY(%(countries)s)
+                 GROUP BY 1, 2""", params)
+    duplicate_addresses = _sql(ctx, """SELECT tenant_id, country, n FROM rc_addr_have WHERE n > 1
+                                       ORDER BY tenant_id, country""").all()
+    _warn_duplicates(log, duplicate_connections, duplicate_addresses)
+
+    if ctx.dry_run:
+        would_create = _sql(ctx, """SELECT count(*) FROM rc_eligible e CROSS JOIN unnest(%(countries)s::text[]) x(cc)
+                                    WHERE NOT EXISTS (SELECT 1 FROM rc_addr_have h
+                                                      WHERE h.tenant_id = e.id AND h.country = x.cc)""",
+                            params).scalar()
+        ctx.report.counts["inbound_created"] = int(would_create)
+        ctx.report.extra["inbound"] = {"countries": list(countries), "connections_created": int(missing_connections),
+                                       "duplicate_connections": len(duplicate_connections),
+                                       "duplicate_addresses": len(duplicate_addresses)}
+        return None
+
+    created_connections = _sql(ctx, f"""
+        WITH made AS (
+            INSERT INTO inbound_connections (id, "tenantId", marketplace, countries, status, "createdAt", "updatedAt")
+            SELECT replace(gen_random_uuid()::text, '-', ''), e.id, '{CONNECTION_MARKETPLACE}',
+                   CAST(%(countries_json)s AS jsonb), 'DRAFT', {_NOW}, {_NOW}
+            FROM rc_eligible e WHERE NOT EXISTS (SELECT 1 FROM rc_conn c WHERE c.tenant_id = e.id)
+            ON CONFLICT DO NOTHING
+            RETURNING "tenantId", id)
+        INSERT INTO rc_conn (tenant_id, conn_id, n) SELECT "tenantId", id, 1 FROM made""", params).rowcount
+    # Extend (never replace) the countries of the connections that lack some.
+    extended = _sql(ctx, f"""
+        UPDATE inbound_connections ic
+        SET countries = ic.countries || m.missing, "updatedAt" = {_NOW}
+        FROM (SELECT c.conn_id, jsonb_agg(x.cc ORDER BY x.ord) AS missing
+              FROM rc_conn c JOIN inbound_connections cur ON cur.id = c.conn_id
+              CROSS JOIN unnest(%(countries)s::text[]) WITH ORDINALITY AS x(cc, ord)
+              WHERE jsonb_typeof(cur.countries) = 'array'
+                AND NOT cur.countries @> CAST(%(countries_json)s AS jsonb)
+                AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(cur.countries) v
+                                WHERE upper(v COLLATE "C") = x.cc)
+              GROUP BY c.conn_id) m
+        WHERE ic.id = m.conn_id""", params).rowcount
+
+    assert all(len(c) == 2 and c.isalpha() and c.isupper() for c in countries)  # validated by settings
+    missing, missing_count = _copy_out(ctx, """SELECT c.tenant_id, c.conn_id, x.cc FROM rc_conn c
+                                CROSS JOIN unnest(ARRAY[{}]::text[]) x(cc)
+                                WHERE NOT EXISTS (SELECT 1 FROM rc_addr_have h
+                                                  WHERE h.tenant_id = c.tenant_id AND h.country = x.cc)
+                             """.format(", ".join(f"'{c}'" for c in countries)))
+    new_rows = _with_tokens(missing, missing_count, domain)
+    missing.close()
+    _sql(ctx, """CREATE TEMP TABLE rc_addr_new (tenant_id text, conn_id text, country text, token text,
+                                               email text) ON COMMIT DROP""")
+    _copy_in(ctx, "rc_addr_new", new_rows)
+    inserted = _sql(ctx, f"""
+        INSERT INTO inbound_addresses (id, "connectionId", "tenantId", marketplace, country, token, "emailAddress",
+                                       "createdAt", "updatedAt")
+        SELECT replace(gen_random_uuid()::text, '-', ''), conn_id, tenant_id, '{ADDRESS_MARKETPLACE}', country, token,
+               email, {_NOW}, {_NOW}
+        FROM rc_addr_new ON CONFLICT DO NOTHING""").rowcount
+    skipped: set[bytes] = set()
+    if inserted < missing_count:
+        # A concurrent writer took some (tenant, country) first: they exist, just not ours.
+        skipped = {row[0].encode() for row in _sql(ctx, """
+            SELECT n.email FROM rc_addr_new n
+            WHERE NOT EXISTS (SELECT 1 FROM inbound_addresses a WHERE a."emailAddress" = n.email)""")}
+    ctx.report.counts["inbound_created"] = inserted
+    ctx.report.extra["inbound"] = {"countries": list(countries), "connections_created": created_connections,
+                                   "connections_extended": extended,
+                                   "duplicate_connections": len(duplicate_connections),
+                                   "duplicate_addresses": len(duplicate_addresses)}
+
+    def announce() -> None:
+        new_rows.seek(0)
+        try:
+            for line in new_rows:
+                tenant_id, _, country, _, address = line[:-1].split(b"\t")
+                if address not in skipped:
+                    log.info("inbound.created", tenant_id=tenant_id.decode(), country=country.decode(),
+                             marketplace=ADDRESS_MARKETPLACE, email=address.decode())
+        finally:
+            new_rows.close()
+
+    return announce
+
+
+def _with_tokens(missing: IO[bytes], count: int, domain: str) -> IO[bytes]:
+    """COPY lines (tenant, connection, country, token, email) for each missing address, streamed."""
+    out: IO[bytes] = tempfile.TemporaryFile()
+    at_domain = b"@" + domain.encode()
+    write = out.write
+    for line, token in zip(missing, tokens(count), strict=True):
+        tenant_id, conn_id, country = line[:-1].split(b"\t")
+        address = b"amazon." + tenant_id + b"." + country.lower() + b"." + token + at_domain
+        write(b"\t".join((tenant_id, conn_id, country, token, address)) + b"\n")
+    out.seek(0)
+    return out
+
+
+def _warn_duplicates(log: Any, connections: list[str], addresses: list[Any]) -> None:
+    if connections:
+        log.warning("inbound.duplicates", kind="connection", count=len(connections),
+                    tenant_ids=list(connections[:_SAMPLE]),
+                    detail="several amazon connections for one tenant; the oldest is used, none is added")
+    if addresses:
+        log.warning("inbound.duplicates", kind="address", count=len(addresses),
+                    addresses=[{"tenant_id": t, "country": c, "rows": int(n)} for t, c, n in addresses[:_SAMPLE]],
+                    detail="several addresses for one tenant and country; none is added")

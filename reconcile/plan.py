@@ -35,13 +35,18 @@ class ActionSpool:
     def __init__(self) -> None:
         self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
         self.count = 0
+        self._read = False
 
     def add(self, line: bytes) -> None:
+        if self._read:  # appending after a read (late row errors): back to the end first
+            self.file.seek(0, 2)
+            self._read = False
         self.file.write(line)
         self.count += 1
 
     def rewind(self) -> IO[bytes]:
         self.file.seek(0)
+        self._read = True
         return self.file
 
     def rows(self) -> Iterator[list[bytes]]:
@@ -64,7 +69,8 @@ class Plan:
     target_total: int = 0        # marketplace tenants in scope
     unchanged: int = 0
     orphans: int = 0
-    orphan_ids: list[str] = field(default_factory=list)
+    orphan_ids: list[str] = field(default_factory=list)  # capped, for the report
+    orphan_spool: ActionSpool = field(default_factory=ActionSpool)  # every orphan id, one per line
     creates: ActionSpool = field(default_factory=ActionSpool)
     updates: ActionSpool = field(default_factory=ActionSpool)
     archives: ActionSpool = field(default_factory=ActionSpool)
@@ -86,7 +92,7 @@ class Plan:
             self.errors.add(error_line)
 
     def close(self) -> None:
-        for spool in (self.creates, self.updates, self.archives, self.errors):
+        for spool in (self.creates, self.updates, self.archives, self.errors, self.orphan_spool):
             spool.close()
 
 
@@ -131,6 +137,7 @@ def build_plan(actions: Iterable[Action], *, orphans_mode: str, id_limit: int) -
         elif kind == ORPHAN:
             m = action[1]
             plan.orphans += 1
+            plan.orphan_spool.add(m[ID] + b"\n")
             if len(plan.orphan_ids) < id_limit:
                 plan.orphan_ids.append(copytext.decode(m[ID]))
             if archive_orphans and m[STATUS] != _CLOSED:

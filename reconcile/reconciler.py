@@ -23,8 +23,25 @@ from reconcile.settings import Settings
 from reconcile.shard import Shard
 from reconcile.snapshot import Snapshot, in_parallel, read_marketplace, read_product
 
-# A hook run inside the write transaction after the tenant writes (inbound addresses use it).
-AfterWrite = Callable[[sa.Connection, Plan, Report, Any], None]
+# A hook run inside the marketplace transaction after the tenant writes (inbound addresses use
+# it), in dry runs too (it must then write nothing). It may return a callable to run after the
+# commit, to log events that describe committed work.
+AfterWrite = Callable[["HookContext"], "Callable[[], None] | None"]
+
+
+@dataclass(frozen=True)
+class HookContext:
+    conn: sa.Connection
+    plan: Plan
+    report: Report
+    log: Any
+    shard: Shard
+    tenant_id: str | None
+    dry_run: bool
+
+    def scope(self, column: str = "id") -> str:
+        """SQL predicate restricting `column` to the run's shard / tenant."""
+        return scope_predicate(self.shard, self.tenant_id, column)
 
 
 @dataclass(frozen=True)
@@ -40,11 +57,12 @@ def _ms(seconds: float) -> float:
     return seconds * 1000.0
 
 
-def scope_predicate(shard: Shard, tenant_id: str | None) -> str:
-    predicate = shard.sql_predicate()
+def scope_predicate(shard: Shard, tenant_id: str | None, column: str = "id") -> str:
+    """SQL restricting `column` (a tenant id) to the run's shard and, for `sync`, its one tenant."""
+    predicate = shard.sql_predicate(column)
     if tenant_id is not None:
         literal = "'" + tenant_id.replace("'", "''") + "'"
-        predicate = f"id = {literal}" if shard.whole else f"({predicate}) AND id = {literal}"
+        predicate = f"{column} = {literal}" if shard.whole else f"({predicate}) AND {column} = {literal}"
     return predicate
 
 
@@ -170,16 +188,21 @@ def _reconcile_in_transactions(settings: Settings, options: RunOptions, report: 
                     raise GuardTripped(f"safety guard: {verdict.reason}; nothing written (use --force)")
                 log.warning("guard.overridden", reason=verdict.reason, **verdict.figures)
             outcome = None
-            if not options.dry_run:
-                with translate_db_errors("apply failed, transaction rolled back", market_db):
+            announce = None
+            with translate_db_errors("apply failed, transaction rolled back", market_db):
+                if not options.dry_run:
                     outcome = apply.write(market, plan)
-                    if options.after_write is not None:
-                        options.after_write(market, plan, report, log)
+                if options.after_write is not None:
+                    announce = options.after_write(HookContext(market, plan, report, log, settings.shard,
+                                                               options.tenant_id, options.dry_run))
+                if options.dry_run:
+                    market_tx.rollback()
+                else:
                     market_tx.commit()
-            else:
-                market_tx.rollback()
             report.timings_ms["apply"] = _ms(time.perf_counter() - t2)
             tally(report, plan, outcome, log)
+            if announce is not None:
+                announce()
         finally:
             plan.close()
 

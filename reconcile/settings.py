@@ -138,6 +138,11 @@ class _Spec:
     toml: str  # dotted path in the config file
     parse: Callable[[Any, str], Any]
     env: str | None = None
+    flag: str | None = None  # the CLI flag, when not --<attr with dashes>
+
+    @property
+    def flag_name(self) -> str:
+        return self.flag or f"--{self.attr.replace('_', '-')}"
 
 
 _SPECS = (
@@ -145,13 +150,14 @@ _SPECS = (
     _Spec("orphans", "reconcile.orphans", _choice(ORPHAN_MODES), "RECONCILE_ORPHANS"),
     _Spec("max_archive", "reconcile.max_archive", _int(0), "RECONCILE_MAX_ARCHIVE"),
     _Spec("max_archive_ratio", "reconcile.max_archive_ratio", _float(0.0, 1.0), "RECONCILE_MAX_ARCHIVE_RATIO"),
-    _Spec("wait_lock_s", "reconcile.wait_lock_s", _float(0.0), "RECONCILE_WAIT_LOCK"),
+    _Spec("wait_lock_s", "reconcile.wait_lock_s", _float(0.0), "RECONCILE_WAIT_LOCK", "--wait-lock"),
     _Spec("report_id_limit", "report.id_limit", _int(0), "RECONCILE_REPORT_ID_LIMIT"),
     _Spec("connect_timeout_s", "database.connect_timeout_s", _int(1), "RECONCILE_CONNECT_TIMEOUT"),
     _Spec("connect_retry_s", "database.connect_retry_s", _float(0.0), "RECONCILE_CONNECT_RETRY"),
     _Spec("statement_timeout_ms", "database.statement_timeout_ms", _int(0), "RECONCILE_STATEMENT_TIMEOUT_MS"),
     _Spec("lock_timeout_ms", "database.lock_timeout_ms", _int(0), "RECONCILE_LOCK_TIMEOUT_MS"),
-    _Spec("inbound_countries", "inbound.countries", parse_countries, "RECONCILE_INBOUND_COUNTRIES"),
+    _Spec("inbound_countries", "inbound.countries", parse_countries, "RECONCILE_INBOUND_COUNTRIES",
+          "--ensure-inbound"),
     _Spec("inbound_domain", "inbound.domain", _text, "INBOUND_DOMAIN"),
     _Spec("schedule_cron", "schedule.cron", _text, "RECONCILE_CRON"),
     _Spec("schedule_timezone", "schedule.timezone", _text, "RECONCILE_TIMEZONE"),
@@ -238,7 +244,7 @@ def load_settings(
     values: dict[str, Any] = {"config_file": config_file}
     for spec in _SPECS:
         if spec.attr in flags:
-            values[spec.attr] = spec.parse(flags[spec.attr], f"--{spec.attr.replace('_', '-')}")
+            values[spec.attr] = spec.parse(flags[spec.attr], spec.flag_name)
         elif spec.env and env.get(spec.env, "").strip():
             values[spec.attr] = spec.parse(env[spec.env], spec.env)
         elif _lookup(data, spec.toml) is not None:
