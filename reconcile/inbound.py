@@ -14,13 +14,18 @@ from __future__ import annotations
 import json
 import secrets
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
+import sqlalchemy as sa
+
 from reconcile import copytext
+from reconcile.db import DatabaseUrl, connect, translate_db_errors
 from reconcile.mapping import INVALID_ID_FOR_EMAIL
-from reconcile.reconciler import AfterWrite, HookContext
+from reconcile.reconciler import AfterWrite, HookContext, scope_predicate
 from reconcile.settings import Settings
+from reconcile.shard import Shard
 
 EMAIL_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]*$"
 TOKEN_ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789"
@@ -56,15 +61,66 @@ def inbound_hook(settings: Settings, countries: tuple[str, ...] | None = None) -
     if not wanted:
         return None
     assert all(len(c) == 2 and c.isalpha() and c.isupper() for c in wanted)  # validated by settings
-    domain = settings.inbound_domain
-
-    def hook(ctx: HookContext) -> Callable[[], None] | None:
-        return ensure(ctx, wanted, domain)
-
-    return hook
+    return InboundEnsurer(wanted, settings.inbound_domain, settings.connect_retry_s)
 
 
-def _candidates_sql(ctx: HookContext, countries: tuple[str, ...], connection_unique: bool) -> str:
+class InboundEnsurer:
+    """The after-write hook. `prepare` finds the candidate tenants (the expensive, read-only
+    aggregate) on a connection of its own while the snapshot runs; the hook then adds what the
+    run itself creates or reopens, and does the exact work for those tenants only, inside the
+    write transaction. A row changed by someone else in between is caught by the re-checks at
+    insert time, or by the next run."""
+
+    def __init__(self, countries: tuple[str, ...], domain: str, retry_s: float = 0.0) -> None:
+        self.countries = countries
+        self.domain = domain
+        self.retry_s = retry_s
+        self._candidates: IO[bytes] | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def prepare(self, engine: sa.Engine, db: DatabaseUrl, shard: Shard, tenant_id: str | None) -> Callable[[], None]:
+        def scope(column: str = "id") -> str:
+            return scope_predicate(shard, tenant_id, column)
+
+        def scan() -> None:
+            try:
+                with connect(engine, db, retry_s=self.retry_s, what="marketplace") as conn, \
+                        translate_db_errors("inbound scan failed", db), conn.begin():
+                    unique = _connection_unique(conn)
+                    for statement in _AGGREGATE_SESSION:
+                        conn.exec_driver_sql(statement)
+                    spool: IO[bytes] = tempfile.TemporaryFile()
+                    self._candidates = spool
+                    with conn.connection.dbapi_connection.cursor() as cur:
+                        cur.copy_expert(f"COPY ({_candidates_sql(scope, self.countries, unique)}) TO STDOUT", spool)
+            except BaseException as exc:  # handed to the run's thread in __call__
+                self._error = exc
+
+        self._thread = threading.Thread(target=scan, name="inbound-scan", daemon=True)
+        self._thread.start()
+        return self._close
+
+    def _close(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        if self._candidates is not None:
+            self._candidates.close()
+
+    def __call__(self, ctx: HookContext) -> Callable[[], None] | None:
+        if self._thread is None:  # not prepared (a caller outside run_reconcile): scan now, in the transaction
+            self._candidates = _copy_out(ctx, _candidates_sql(ctx.scope, self.countries,
+                                                               _connection_unique(ctx.conn)))[0]
+        else:
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
+        assert self._candidates is not None
+        self._candidates.seek(0)
+        return ensure(ctx, self.countries, self.domain, self._candidates)
+
+
+def _candidates_sql(scope_of: Callable[..., str], countries: tuple[str, ...], connection_unique: bool) -> str:
     """Tenants in scope, not CLOSED, whose inbound rows need a look: not exactly one address per
     country (any spelling), or an amazon connection lacking a country, spelled otherwise than
     `amazon` (a possible duplicate), or, when no unique constraint rules it out, duplicated.
@@ -72,7 +128,7 @@ def _candidates_sql(ctx: HookContext, countries: tuple[str, ...], connection_uni
     where nothing is missing. Canonical spellings are tested first so most rows skip the
     case-folding calls."""
     wanted = json.dumps(list(countries))
-    scope = ctx.scope('"tenantId"')
+    scope = scope_of('"tenantId"')
     canonical = " ".join(f"WHEN '{c}' THEN '{c}'" for c in countries)
     per_country = " AND ".join(f"count(*) FILTER (WHERE k = '{c}') = 1" for c in countries)
     amazon = "(marketplace = '{0}' OR lower(marketplace COLLATE \"C\") = 'amazon')"
@@ -80,7 +136,7 @@ def _candidates_sql(ctx: HookContext, countries: tuple[str, ...], connection_uni
         UNION ALL SELECT "tenantId" FROM inbound_connections WHERE ({scope}) AND {amazon.format("amazon")}
         GROUP BY "tenantId" HAVING count(*) > 1"""
     return f"""
-        SELECT id FROM "Tenant" e WHERE ({ctx.scope()}) AND status <> 'CLOSED' AND NOT EXISTS (
+        SELECT id FROM "Tenant" e WHERE ({scope_of()}) AND status <> 'CLOSED' AND NOT EXISTS (
             SELECT 1 FROM (
                 SELECT "tenantId" AS t FROM (
                     SELECT "tenantId", CASE country {canonical} ELSE upper(country COLLATE "C") END AS k
@@ -94,9 +150,9 @@ def _candidates_sql(ctx: HookContext, countries: tuple[str, ...], connection_uni
         {duplicated}"""
 
 
-def _connection_unique(ctx: HookContext) -> bool:
+def _connection_unique(conn: sa.Connection) -> bool:
     """Whether a unique index on inbound_connections ("tenantId", marketplace) exists."""
-    return bool(_sql(ctx, """
+    return bool(conn.exec_driver_sql("""
         SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
                        WHERE c.relname = 'inbound_connections' AND c.relnamespace = to_regnamespace(current_schema())
                          AND i.indisunique AND i.indnkeyatts = 2
@@ -109,8 +165,6 @@ def _connection_unique(ctx: HookContext) -> bool:
 # for the aggregate; a hash aggregate without parallel workers or JIT is ~30 % faster.
 _AGGREGATE_SESSION = ("SET LOCAL enable_sort = off", "SET LOCAL jit = off",
                       "SET LOCAL max_parallel_workers_per_gather = 0")
-_RESET_SESSION = ("SET LOCAL enable_sort TO DEFAULT", "SET LOCAL jit TO DEFAULT",
-                  "SET LOCAL max_parallel_workers_per_gather TO DEFAULT")
 
 
 def _copy_in(ctx: HookContext, table: str, lines: IO[bytes]) -> None:
@@ -131,24 +185,20 @@ def _sql(ctx: HookContext, statement: str, params: dict[str, Any] | None = None)
     return ctx.conn.exec_driver_sql(statement, params or {})
 
 
-def ensure(ctx: HookContext, countries: tuple[str, ...], domain: str) -> Callable[[], None] | None:
-    """Ensure the addresses; in a dry run, count what would be created and write nothing."""
+def ensure(ctx: HookContext, countries: tuple[str, ...], domain: str,
+           candidates: IO[bytes]) -> Callable[[], None] | None:
+    """Ensure the addresses for the candidate tenants (ids, one per line, found before the
+    writes) plus the ones this run creates or reopens. In a dry run, count what would be
+    created and write nothing."""
     plan, log = ctx.plan, ctx.log
     params = {"countries": list(countries), "countries_json": json.dumps(list(countries))}
     # The completeness aggregate over every inbound row stays in memory instead of spilling.
     _sql(ctx, "SET LOCAL work_mem = '128MB'")
 
-    # Candidates: tenants whose rows are not complete, reading the state after the tenant writes
-    # (a dry run wrote nothing: add what it would create or reopen).
-    unique = _connection_unique(ctx)
-    for statement in _AGGREGATE_SESSION:
-        _sql(ctx, statement)
-    _sql(ctx, f"CREATE TEMP TABLE rc_candidates ON COMMIT DROP AS {_candidates_sql(ctx, countries, unique)}")
-    for statement in _RESET_SESSION:
-        _sql(ctx, statement)
-    if ctx.dry_run:
-        _sql(ctx, """INSERT INTO rc_candidates SELECT id FROM rc_create
-                     UNION ALL SELECT id FROM rc_update WHERE status = 'CLOSED' AND new_status <> 'CLOSED'""")
+    _sql(ctx, "CREATE TEMP TABLE rc_candidates (id text) ON COMMIT DROP")
+    _copy_in(ctx, "rc_candidates", candidates)
+    _sql(ctx, """INSERT INTO rc_candidates SELECT id FROM rc_create
+                 UNION ALL SELECT id FROM rc_update WHERE status = 'CLOSED' AND new_status <> 'CLOSED'""")
     # Not eligible: orphans and row errors.
     _sql(ctx, "CREATE TEMP TABLE rc_excluded (id text) ON COMMIT DROP")
     with tempfile.TemporaryFile() as excluded:

@@ -134,6 +134,10 @@ def _run(settings: Settings, options: RunOptions, report: Report, product_db: Da
             log.info("lock.acquired", shard=settings.shard.label)
         product = stack.enter_context(connect(product_engine, product_db, retry_s=settings.connect_retry_s,
                                               what="product"))
+        prepare = getattr(options.after_write, "prepare", None)
+        if prepare is not None:
+            # An extension may read on its own connection while the snapshot runs.
+            stack.callback(prepare(market_engine, market_db, settings.shard, options.tenant_id))
         try:
             _reconcile_in_transactions(settings, options, report, product, market, predicate,
                                        product_db, market_db, log)
