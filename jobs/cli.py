@@ -115,24 +115,40 @@ def reconcile_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _reconcile(ctx: click.Context, *, dry_run: bool, force: bool, report_file: str | None,
-               flags: dict[str, Any]) -> NoReturn:
+def run_and_report(settings: Settings, *, dry_run: bool, force: bool, report_file: str | None,
+                   cancel: Any, run_id: str) -> Any:
+    """One reconcile run as `run`, `plan` and each scheduled run do it: report on stdout, then the
+    report file and the Pushgateway when asked for."""
     from reconcile.inbound import inbound_hook
     from reconcile.logs import get_logger
-    from reconcile.reconciler import RunOptions, exit_code_of, run_reconcile
-    from reconcile.report import Report, new_run_id
+    from reconcile.metrics import push_report
+    from reconcile.reconciler import RunOptions, run_reconcile
+    from reconcile.report import Report
+
+    log = get_logger(run_id=run_id)
+    report = Report(run_id=run_id, mode="dry-run" if dry_run else "apply", shard=settings.shard.label,
+                    id_limit=settings.report_id_limit)
+    options = RunOptions(dry_run=dry_run, force=force, after_write=inbound_hook(settings), cancel=cancel)
+    report = run_reconcile(settings, options, log, report)
+    if report_file:
+        report.write_file(report_file, log)
+    if settings.pushgateway and not dry_run:
+        push_report(settings.pushgateway, report, log)
+    return report
+
+
+def _reconcile(ctx: click.Context, *, dry_run: bool, force: bool, report_file: str | None,
+               flags: dict[str, Any]) -> NoReturn:
+    from jobs.signals import run_cancellable
+    from reconcile.reconciler import exit_code_of
+    from reconcile.report import new_run_id
 
     settings = load(ctx, flags)
     settings.require_product()
     settings.require_marketplace()
     run_id = new_run_id()
-    log = get_logger(run_id=run_id)
-    report = Report(run_id=run_id, mode="dry-run" if dry_run else "apply", shard=settings.shard.label,
-                    id_limit=settings.report_id_limit)
-    options = RunOptions(dry_run=dry_run, force=force, after_write=inbound_hook(settings))
-    report = run_reconcile(settings, options, log, report)
-    if report_file:
-        report.write_file(report_file, log)
+    report = run_cancellable(lambda cancel: run_and_report(settings, dry_run=dry_run, force=force,
+                                                           report_file=report_file, cancel=cancel, run_id=run_id))
     sys.exit(exit_code_of(report))
 
 
@@ -143,6 +159,8 @@ def _reconcile(ctx: click.Context, *, dry_run: bool, force: bool, report_file: s
 @click.option("--force", is_flag=True, help="Apply even when the safety guard would abort.")
 @click.option("--wait-lock", "wait_lock_s", type=float, default=None, metavar="SECONDS",
               help="Wait up to SECONDS for another run's lock instead of exiting 6 at once.")
+@click.option("--pushgateway", default=None, metavar="URL",
+              help="Push run metrics to this Prometheus Pushgateway (default: $RECONCILE_PUSHGATEWAY_URL).")
 @click.pass_context
 @expected_errors
 def run(ctx: click.Context, dry_run: bool, force: bool, report_file: str | None, **flags: Any) -> None:
@@ -195,6 +213,39 @@ def demo(ctx: click.Context, keep: bool, log_format: str | None) -> None:
 
     fmt = log_format or ctx.find_root().params.get("log_format") or os.environ.get("RECONCILE_LOG_FORMAT")
     sys.exit(run_demo(log_format=fmt or "json", keep=keep))
+
+
+@cli.command(epilog=EPILOG)
+@settings_options
+@reconcile_options
+@click.option("--cron", "schedule_cron", default=None, metavar="EXPR",
+              help="Standard 5-field crontab; 0 and 7 are Sunday (default: '0 2 * * *').")
+@click.option("--timezone", "schedule_timezone", default=None, metavar="TZ",
+              help="IANA time zone of the cron (default: UTC).")
+@click.option("--run-now", is_flag=True, help="Also run once right away.")
+@click.option("--stop-grace", "schedule_stop_grace_s", type=float, default=None, metavar="SECONDS",
+              help="On SIGTERM, let a run in progress finish this long before rolling it back (default 60).")
+@click.option("--wait-lock", "wait_lock_s", type=float, default=None, metavar="SECONDS",
+              help="Each run waits up to SECONDS for another run's lock.")
+@click.option("--pushgateway", default=None, metavar="URL",
+              help="Push each run's metrics to this Prometheus Pushgateway.")
+# Hidden: lets tests and smoke checks see the loop fire repeatedly without waiting for a minute.
+@click.option("--interval-seconds", type=click.FloatRange(min=0.1), default=None, hidden=True)
+@click.pass_context
+@expected_errors
+def schedule(ctx: click.Context, run_now: bool, report_file: str | None, interval_seconds: float | None,
+             **flags: Any) -> None:
+    """Run `run` on a cron schedule, one run at a time, until SIGTERM/SIGINT (then exit 0)."""
+    from jobs.scheduler import ScheduledRuns
+    from reconcile.logs import get_logger
+
+    settings = load(ctx, flags)
+    settings.require_product()
+    settings.require_marketplace()
+    runs = ScheduledRuns(settings, lambda cancel, run_id: run_and_report(
+        settings, dry_run=False, force=False, report_file=report_file, cancel=cancel, run_id=run_id),
+        get_logger(component="schedule"), settings.schedule_stop_grace_s, interval_seconds)
+    runs.serve(run_now)
 
 
 def _register_commands() -> None:

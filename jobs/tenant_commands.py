@@ -32,6 +32,7 @@ def sync(ctx: click.Context, tenant_id: str, country: str, no_inbound: bool, **f
 
     Prints the seed's response {"success","tenant","inboundAddress"} as the last stdout line,
     after the usual events and report. Exit 4 when the tenant is not in the product DB."""
+    from jobs.signals import run_cancellable
     from reconcile.errors import TenantNotFound
     from reconcile.logs import get_logger
     from reconcile.report import new_run_id
@@ -48,7 +49,8 @@ def sync(ctx: click.Context, tenant_id: str, country: str, no_inbound: bool, **f
         code = countries[0]
     run_id = new_run_id()
     try:
-        result = sync_tenant(settings, tenant_id, code, get_logger(run_id=run_id), run_id)
+        result = run_cancellable(lambda cancel: sync_tenant(settings, tenant_id, code, get_logger(run_id=run_id),
+                                                            run_id, cancel))
     except TenantNotFound:
         _print({"success": False, "error": NOT_FOUND})
         sys.exit(TenantNotFound.exit_code)

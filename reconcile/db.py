@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
@@ -124,14 +126,28 @@ def _transient(exc: BaseException) -> bool:
     return not any(marker in text for marker in _PERMANENT)
 
 
-def connect(engine: sa.Engine, db: DatabaseUrl, *, retry_s: float, what: str) -> sa.Connection:
-    """Connect, retrying transient failures with exponential backoff for at most `retry_s` seconds."""
+def connect(engine: sa.Engine, db: DatabaseUrl, *, retry_s: float, what: str, log: Any = None) -> sa.Connection:
+    """Connect, retrying transient failures with exponential backoff for at most `retry_s` seconds
+    in all (the last wait is cut short so the bound holds)."""
     import tenacity
+
+    deadline = time.monotonic() + retry_s
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        backoff = min(0.25 * 2 ** (state.attempt_number - 1), 4.0)
+        return max(0.0, min(backoff, deadline - time.monotonic()))
+
+    def announce(state: tenacity.RetryCallState) -> None:
+        if log is not None and state.outcome is not None:
+            log.warning("db.retry", database=what, db=db.display, attempt=state.attempt_number,
+                        wait_s=round(state.next_action.sleep if state.next_action else 0.0, 2),
+                        error=describe_db_error(state.outcome.exception(), db))
 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(_transient),
-        wait=tenacity.wait_exponential(multiplier=0.25, max=4.0),
-        stop=tenacity.stop_after_delay(retry_s) if retry_s > 0 else tenacity.stop_after_attempt(1),
+        wait=wait,
+        stop=(lambda state: time.monotonic() >= deadline) if retry_s > 0 else tenacity.stop_after_attempt(1),
+        before_sleep=announce,
         reraise=True,
     )
     with translate_db_errors(f"cannot connect to the {what} database", db):

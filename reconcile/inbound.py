@@ -21,6 +21,7 @@ from typing import IO, Any
 import sqlalchemy as sa
 
 from reconcile import copytext
+from reconcile.cancel import Cancellation
 from reconcile.db import DatabaseUrl, connect, translate_db_errors
 from reconcile.mapping import INVALID_ID_FOR_EMAIL
 from reconcile.reconciler import AfterWrite, HookContext, scope_predicate
@@ -79,7 +80,8 @@ class InboundEnsurer:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def prepare(self, engine: sa.Engine, db: DatabaseUrl, shard: Shard, tenant_id: str | None) -> Callable[[], None]:
+    def prepare(self, engine: sa.Engine, db: DatabaseUrl, shard: Shard, tenant_id: str | None,
+                cancel: Cancellation | None = None) -> Callable[[], None]:
         def scope(column: str = "id") -> str:
             return scope_predicate(shard, tenant_id, column)
 
@@ -87,6 +89,8 @@ class InboundEnsurer:
             try:
                 with connect(engine, db, retry_s=self.retry_s, what="marketplace") as conn, \
                         translate_db_errors("inbound scan failed", db), conn.begin():
+                    if cancel is not None:
+                        cancel.register(conn.connection.dbapi_connection)
                     unique = _connection_unique(conn)
                     for statement in _AGGREGATE_SESSION:
                         conn.exec_driver_sql(statement)

@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconcile import apply, guard, lock
+from reconcile.cancel import Cancellation, Cancelled
 from reconcile.db import DatabaseUrl, connect, engine_for, translate_db_errors
 from reconcile.diff import UnsortedInput, diff
 from reconcile.errors import DatabaseError, GuardTripped, LockHeld, ReconcileError
@@ -51,6 +52,7 @@ class RunOptions:
     tenant_id: str | None = None  # restrict the run to one tenant (`sync`)
     take_lock: bool = True
     shared_lock: bool = False  # `sync`: many at once, never beside a full run
+    cancel: Cancellation | None = None  # lets a signal handler stop the run (rolled back)
     after_write: AfterWrite | None = None
 
 
@@ -97,6 +99,8 @@ def run_reconcile(settings: Settings, options: RunOptions, log: Any, report: Rep
         report.status = ABORTED
         report.extra["error"] = str(exc)
     except ReconcileError as exc:
+        if options.cancel is not None and options.cancel.requested and not isinstance(exc, Cancelled):
+            exc = Cancelled(f"run stopped ({options.cancel.reason}); transaction rolled back, nothing written")
         report.status = FAILED
         report.extra["error"] = str(exc)
         report.extra["exit_code"] = exc.exit_code
@@ -125,8 +129,10 @@ def _run(settings: Settings, options: RunOptions, report: Report, product_db: Da
     with ExitStack() as stack:
         stack.callback(market_engine.dispose)
         stack.callback(product_engine.dispose)
+        cancel = options.cancel or Cancellation()
         market = stack.enter_context(connect(market_engine, market_db, retry_s=settings.connect_retry_s,
-                                             what="marketplace"))
+                                             what="marketplace", log=log))
+        cancel.register(market.connection.dbapi_connection)
         lock_key = None
         if options.take_lock and not options.dry_run:
             with translate_db_errors("cannot take the run lock", market_db):
@@ -134,14 +140,16 @@ def _run(settings: Settings, options: RunOptions, report: Report, product_db: Da
                 market.commit()
             log.info("lock.acquired", shard=settings.shard.label)
         product = stack.enter_context(connect(product_engine, product_db, retry_s=settings.connect_retry_s,
-                                              what="product"))
+                                              what="product", log=log))
+        cancel.register(product.connection.dbapi_connection)
+        cancel.check()
         prepare = getattr(options.after_write, "prepare", None)
         if prepare is not None:
             # An extension may read on its own connection while the snapshot runs.
-            stack.callback(prepare(market_engine, market_db, settings.shard, options.tenant_id))
+            stack.callback(prepare(market_engine, market_db, settings.shard, options.tenant_id, cancel))
         try:
             _reconcile_in_transactions(settings, options, report, product, market, predicate,
-                                       product_db, market_db, log)
+                                       product_db, market_db, log, cancel)
         finally:
             if lock_key is not None:
                 _release(market, lock_key, options.shared_lock)
@@ -159,7 +167,8 @@ def _release(market: sa.Connection, key: int, shared: bool) -> None:
 
 def _reconcile_in_transactions(settings: Settings, options: RunOptions, report: Report,
                                product: sa.Connection, market: sa.Connection, predicate: str,
-                               product_db: DatabaseUrl, market_db: DatabaseUrl, log: Any) -> None:
+                               product_db: DatabaseUrl, market_db: DatabaseUrl, log: Any,
+                               cancel: Cancellation) -> None:
     product = product.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
     t0 = time.perf_counter()
     with _transaction(market) as market_tx:
@@ -169,6 +178,7 @@ def _reconcile_in_transactions(settings: Settings, options: RunOptions, report: 
                 lambda: _read_marketplace(market, predicate, market_db),
             ))
         try:
+            cancel.check()
             report.source["tenants"] = snapshot.product.rows
             report.target["tenants"] = snapshot.marketplace.rows
             t1 = time.perf_counter()
@@ -182,6 +192,7 @@ def _reconcile_in_transactions(settings: Settings, options: RunOptions, report: 
         t2 = time.perf_counter()
         report.timings_ms["diff"] = _ms(t2 - t1)
         try:
+            cancel.check()
             with translate_db_errors("staging the plan failed", market_db):
                 apply.stage(market, plan)
             verdict = guard.check(plan, max_archive=settings.max_archive,
@@ -195,11 +206,13 @@ def _reconcile_in_transactions(settings: Settings, options: RunOptions, report: 
             outcome = None
             announce = None
             with translate_db_errors("apply failed, transaction rolled back", market_db):
+                cancel.check()
                 if not options.dry_run:
                     outcome = apply.write(market, plan)
                 if options.after_write is not None:
                     announce = options.after_write(HookContext(market, plan, report, log, settings.shard,
                                                                options.tenant_id, options.dry_run))
+                cancel.check()  # the last point where stopping still means: nothing written
                 if options.dry_run:
                     market_tx.rollback()
                 else:

@@ -48,6 +48,7 @@ class Settings:
     schedule_cron: str = "0 2 * * *"
     schedule_timezone: str = "UTC"
     schedule_grace_s: int = 3600
+    schedule_stop_grace_s: float = 60.0
     pushgateway: str | None = None
     shard: Shard = field(default_factory=Shard)
     mapping: Mapping = field(default_factory=Mapping)
@@ -162,6 +163,7 @@ _SPECS = (
     _Spec("schedule_cron", "schedule.cron", _text, "RECONCILE_CRON"),
     _Spec("schedule_timezone", "schedule.timezone", _text, "RECONCILE_TIMEZONE"),
     _Spec("schedule_grace_s", "schedule.misfire_grace_s", _int(1), "RECONCILE_MISFIRE_GRACE"),
+    _Spec("schedule_stop_grace_s", "schedule.stop_grace_s", _float(0.0), "RECONCILE_STOP_GRACE", "--stop-grace"),
     _Spec("pushgateway", "metrics.pushgateway", _text, "RECONCILE_PUSHGATEWAY_URL"),
 )
 _URL_SPECS = (("product_url", "database.product_url", ENV_PRODUCT_URL),
@@ -173,7 +175,7 @@ _TABLES = {
     "report": {"id_limit"},
     "log": {"format"},
     "inbound": {"countries", "domain"},
-    "schedule": {"cron", "timezone", "misfire_grace_s"},
+    "schedule": {"cron", "timezone", "misfire_grace_s", "stop_grace_s"},
     "metrics": {"pushgateway"},
     "mapping": None,  # checked by Mapping.from_config
 }

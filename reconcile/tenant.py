@@ -12,6 +12,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from reconcile.cancel import Cancellation
 from reconcile.db import DatabaseUrl, connect, engine_for, translate_db_errors
 from reconcile.errors import TenantNotFound
 from reconcile.inbound import inbound_hook
@@ -53,7 +54,7 @@ def _product_row(settings: Settings, tenant_id: str) -> Any:
 
 
 def sync_tenant(settings: Settings, tenant_id: str, country: str | None, log: Any,
-                run_id: str | None = None) -> SyncResult:
+                run_id: str | None = None, cancel: Cancellation | None = None) -> SyncResult:
     """Reconcile one tenant (create / update / archive) and, unless `country` is None, ensure its
     inbound address for that country. Raises TenantNotFound (exit 4) before any run."""
     settings = settings.with_overrides(shard=Shard())  # one tenant: shards do not apply
@@ -62,7 +63,8 @@ def sync_tenant(settings: Settings, tenant_id: str, country: str | None, log: An
     run_id = run_id or new_run_id()
     hook = inbound_hook(settings, (country,)) if country else None
     report = Report(run_id=run_id, mode="apply", shard="0/1", id_limit=settings.report_id_limit)
-    report = run_reconcile(settings, RunOptions(tenant_id=tenant_id, after_write=hook, shared_lock=True),
+    report = run_reconcile(settings, RunOptions(tenant_id=tenant_id, after_write=hook, shared_lock=True,
+                                                cancel=cancel),
                            log.bind(tenant_id=tenant_id), report)
     code = exit_code_of(report)
     if report.status not in (SUCCESS, PARTIAL):
