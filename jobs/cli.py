@@ -197,5 +197,15 @@ def demo(ctx: click.Context, keep: bool, log_format: str | None) -> None:
     sys.exit(run_demo(log_format=fmt or "json", keep=keep))
 
 
+def _register_commands() -> None:
+    """Commands kept in modules of their own."""
+    from jobs.http import serve
+    from jobs.tenant_commands import status, sync
+
+    for command in (sync, status, serve):
+        cli.add_command(command)
+
+
 def main() -> None:
+    _register_commands()
     cli(prog_name="tenant-reconcile")

@@ -24,12 +24,15 @@ def lock_key(shard: Shard) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
-def acquire(conn: sa.Connection, shard: Shard, wait_s: float = 0.0) -> int:
-    """Take the lock or raise LockHeld; waits up to `wait_s` seconds, polling, when asked to."""
+def acquire(conn: sa.Connection, shard: Shard, wait_s: float = 0.0, shared: bool = False) -> int:
+    """Take the lock or raise LockHeld; waits up to `wait_s` seconds, polling, when asked to.
+
+    `shared` is for single-tenant syncs: any number may run together, but not beside a run."""
     key = lock_key(shard)
     deadline = time.monotonic() + max(wait_s, 0.0)
+    try_lock = "pg_try_advisory_lock_shared" if shared else "pg_try_advisory_lock"
     while True:
-        if conn.exec_driver_sql("SELECT pg_try_advisory_lock(%s)", (key,)).scalar():
+        if conn.exec_driver_sql(f"SELECT {try_lock}(%s)", (key,)).scalar():
             return key
         if time.monotonic() >= deadline:
             waited = f" after waiting {wait_s:g}s" if wait_s > 0 else ""
@@ -37,5 +40,6 @@ def acquire(conn: sa.Connection, shard: Shard, wait_s: float = 0.0) -> int:
         time.sleep(min(_POLL_S, max(deadline - time.monotonic(), 0.0)))
 
 
-def release(conn: sa.Connection, key: int) -> None:
-    conn.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (key,))
+def release(conn: sa.Connection, key: int, shared: bool = False) -> None:
+    unlock = "pg_advisory_unlock_shared" if shared else "pg_advisory_unlock"
+    conn.exec_driver_sql(f"SELECT {unlock}(%s)", (key,))

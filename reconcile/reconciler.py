@@ -50,6 +50,7 @@ class RunOptions:
     force: bool = False
     tenant_id: str | None = None  # restrict the run to one tenant (`sync`)
     take_lock: bool = True
+    shared_lock: bool = False  # `sync`: many at once, never beside a full run
     after_write: AfterWrite | None = None
 
 
@@ -129,7 +130,7 @@ def _run(settings: Settings, options: RunOptions, report: Report, product_db: Da
         lock_key = None
         if options.take_lock and not options.dry_run:
             with translate_db_errors("cannot take the run lock", market_db):
-                lock_key = lock.acquire(market, settings.shard, settings.wait_lock_s)
+                lock_key = lock.acquire(market, settings.shard, settings.wait_lock_s, shared=options.shared_lock)
                 market.commit()
             log.info("lock.acquired", shard=settings.shard.label)
         product = stack.enter_context(connect(product_engine, product_db, retry_s=settings.connect_retry_s,
@@ -143,14 +144,14 @@ def _run(settings: Settings, options: RunOptions, report: Report, product_db: Da
                                        product_db, market_db, log)
         finally:
             if lock_key is not None:
-                _release(market, lock_key, market_db)
+                _release(market, lock_key, options.shared_lock)
 
 
-def _release(market: sa.Connection, key: int, market_db: DatabaseUrl) -> None:
+def _release(market: sa.Connection, key: int, shared: bool) -> None:
     try:
         if market.in_transaction():
             market.rollback()
-        lock.release(market, key)
+        lock.release(market, key, shared)
         market.commit()
     except sa.exc.DBAPIError:
         pass  # the session is gone, and the lock with it

@@ -170,3 +170,20 @@ def test_tokens_are_six_characters_of_a_to_z_and_digits_and_do_not_repeat():
     counts = [letters.count(bytes([c])) for c in b"abcdefghijklmnopqrstuvwxyz0123456789"]
     expected = len(letters) / 36
     assert all(abs(c - expected) < expected * 0.1 for c in counts)  # uniform: no modulo bias
+
+
+def test_a_tenant_reopened_by_this_run_gets_its_addresses(dbs):
+    dbs.add_product(("back", "B", "pro", "active"))
+    dbs.add_market(("back", "B", "PRO", "CLOSED"))
+    report, _ = ensure(dbs, countries=("FR",))
+    assert report.counts["updated"] == 1 and report.counts["inbound_created"] == 1
+    assert [(a.tenant, a.country) for a in addresses(dbs)] == [("back", "FR")]
+
+
+def test_a_deleted_address_is_recreated_next_run(dbs):
+    dbs.add_product(("a", "A", "pro", "active"))
+    ensure(dbs)
+    dbs.sql("marketplace", "DELETE FROM inbound_addresses WHERE country = 'DE'")
+    report, _ = ensure(dbs)
+    assert report.counts["inbound_created"] == 1
+    assert sorted(a.country for a in addresses(dbs)) == ["DE", "FR"]

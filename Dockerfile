@@ -1,0 +1,34 @@
+# tenant-reconcile image: `docker build -t tenant-reconcile:0.1.0 .`
+# Runs as UID 10001 with no shell needs and no writes outside $TMPDIR, so the Kubernetes manifests
+# (k8s/) can use runAsNonRoot and a read-only root filesystem. No secrets: the DB URLs arrive at run
+# time through PRODUCT_DATABASE_URL(_FILE) and MARKETPLACE_DATABASE_URL(_FILE).
+
+# --- build: make a wheel of the project and install it with its dependencies into a venv ---------
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY reconcile ./reconcile
+COPY jobs ./jobs
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip wheel --no-deps --wheel-dir /tmp/wheels . \
+    && /opt/venv/bin/pip install /tmp/wheels/*.whl
+
+# --- runtime: the same base, the venv, an unprivileged user ---------------------------------------
+FROM python:3.11-slim
+# Same base image as the build stage, so the venv's interpreter symlinks stay valid.
+COPY --from=build /opt/venv /opt/venv
+# Bytecode was compiled at install time; the root filesystem is read-only at run time.
+# Unbuffered: the JSON log lines of the long-running `schedule` mode reach the log collector at once.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    TMPDIR=/tmp
+RUN groupadd --system --gid 10001 reconcile \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin reconcile
+# Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.
+USER 10001:10001
+ENTRYPOINT ["tenant-reconcile"]
+CMD ["run"]

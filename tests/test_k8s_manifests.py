@@ -1,0 +1,492 @@
+"""The Kubernetes manifests under k8s/, checked offline: schema (Kubernetes 1.30, strict), the
+kustomizations, and the operational invariants of issue 6 read from the parsed YAML. No cluster,
+no PostgreSQL."""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import tomllib
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from reconcile.settings import _SPECS, ENV_MARKETPLACE_URL, ENV_PRODUCT_URL, load_settings
+from reconcile.shard import MAX_SHARDS, Shard
+from tests.k8stools import (
+    K8S,
+    KUSTOMIZATION,
+    REPO,
+    Workload,
+    all_docs,
+    kustomization_dirs,
+    load_docs,
+    manifest_files,
+    quantity,
+    workloads,
+)
+
+K8S_VERSION = "1.30.0"
+APP_LABEL = ("app.kubernetes.io/name", "tenant-reconcile")
+CONTAINER = "reconcile"
+CONFIG_SOURCE = REPO / "config" / "reconcile.toml"
+CONFIG_COPY = K8S / "base" / "reconcile.toml"
+SECRET_TEMPLATE = K8S / "secret.template.yaml"
+
+# Figures the resources are sized from (issue 4 benchmark; k8s/README.md "Sizing").
+BENCHMARK_PEAK_RSS = 150 * 2**20          # target peak RSS, flat with the tenant count
+SPOOL_BYTES_PER_TENANT_PER_SIDE = 60      # snapshot temp files in $TMPDIR
+SIZED_FOR_TENANTS = 10_000_000
+SLOWEST_MEASURED_RUN_S = 14               # 10M tenants, local PG15
+
+# What a pod may do on each exit code (SPEC §4): 2 config, 3 partial, 5 guard, 6 lock are not
+# retried; 1 internal and 7 DB failure are (Count, or no rule, which counts too).
+NOT_RETRIED = {"FailJob", "FailIndex"}
+RETRIED = {"Count", None}
+
+KNOWN_ENV = (
+    {spec.env for spec in _SPECS if spec.env}
+    | {f"{ENV_PRODUCT_URL}_FILE", f"{ENV_MARKETPLACE_URL}_FILE"}
+    | {"RECONCILE_CONFIG", "RECONCILE_SHARD_COUNT", "TMPDIR"}
+)
+EXPECTED_COMMAND = {
+    "CronJob/tenant-reconcile": "run",
+    "Job/tenant-reconcile-plan": "plan",
+    "Job/tenant-reconcile-sharded": "run",
+    "Deployment/tenant-reconcile-scheduler": "schedule",
+}
+
+WORKLOADS = workloads()
+JOBS = [w for w in WORKLOADS if w.job_spec is not None]
+
+
+def by_label(items: list[Workload]) -> dict[str, Any]:
+    return {"argvalues": items, "ids": [w.label for w in items]}
+
+
+def kustomization(directory: Path) -> dict[str, Any]:
+    data = yaml.safe_load((directory / KUSTOMIZATION).read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def render(directory: Path) -> list[dict[str, Any]]:
+    """What kustomize would build from `directory`, minus the name hash: the referenced files and
+    bases loaded, ConfigMaps generated from their files. Fails on anything kustomize would refuse
+    (missing file, file outside the kustomization root) or that these manifests do not expect."""
+    data = kustomization(directory)
+    assert data.get("apiVersion") == "kustomize.config.k8s.io/v1beta1" and data.get("kind") == "Kustomization"
+    assert set(data) <= {"apiVersion", "kind", "resources", "configMapGenerator"}, (
+        f"{directory}: unexpected kustomization fields {set(data)}")
+    docs: list[dict[str, Any]] = []
+    for entry in data.get("resources", []):
+        target = (directory / entry).resolve()
+        if target.is_dir():
+            assert (target / KUSTOMIZATION).is_file(), f"{directory}: {entry} has no {KUSTOMIZATION}"
+            docs += render(target)
+        else:
+            assert target.is_file(), f"{directory}: resource {entry} does not exist"
+            assert target.is_relative_to(directory.resolve()), f"{directory}: {entry} is outside the root"
+            docs += load_docs(target)
+    for generator in data.get("configMapGenerator", []):
+        files: dict[str, str] = {}
+        for entry in generator["files"]:
+            key, _, source = entry.rpartition("=") if "=" in entry else (Path(entry).name, "", entry)
+            path = (directory / source).resolve()
+            assert path.is_relative_to(directory.resolve()), f"{directory}: {entry} is outside the root"
+            files[key] = path.read_text(encoding="utf-8")
+        labels = generator.get("options", {}).get("labels", {})
+        docs.append({"apiVersion": "v1", "kind": "ConfigMap",
+                     "metadata": {"name": generator["name"], "labels": labels}, "data": files})
+    return docs
+
+
+def kustomize_command() -> list[str] | None:
+    if shutil.which("kustomize"):
+        return ["kustomize", "build"]
+    if shutil.which("kubectl"):
+        return ["kubectl", "kustomize"]
+    return None
+
+
+def exit_code_action(job_spec: dict[str, Any], code: int, container: str = CONTAINER) -> str | None:
+    """The podFailurePolicy action Kubernetes takes when `container` exits with `code`: the first
+    matching rule wins; None means no rule matched (the failure counts against the backoff limit)."""
+    for rule in job_spec.get("podFailurePolicy", {}).get("rules", []):
+        on_codes = rule.get("onExitCodes")
+        if not on_codes or on_codes.get("containerName", container) != container:
+            continue
+        values = on_codes["values"]
+        matched = code in values if on_codes["operator"] == "In" else code not in values
+        if matched:
+            return rule["action"]
+    return None
+
+
+# -- schema and kustomize ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", manifest_files(), ids=lambda p: str(p.relative_to(K8S)))
+def test_every_manifest_validates_against_kubernetes_1_30_strict(path: Path) -> None:
+    docs = load_docs(path)
+    assert docs, f"{path} holds no resource"
+    for doc in docs:
+        # Strict: an unknown or misspelt field is an error, not silently dropped by the API server.
+        assert kubernetes_validate.validate(doc, K8S_VERSION, strict=True) == "1.30"
+
+
+def test_the_strict_validation_rejects_a_misspelt_field() -> None:
+    doc = copy.deepcopy(WORKLOADS[0].doc)
+    doc["spec"]["concurrencyPolicyy"] = "Forbid"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("directory", kustomization_dirs(), ids=lambda p: str(p.relative_to(K8S)) or ".")
+def test_kustomization_renders_and_its_references_resolve(directory: Path) -> None:
+    docs = render(directory)
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    assert len(names) == len(docs), f"{directory}: duplicate resources"
+    secret_name = load_docs(SECRET_TEMPLATE)[0]["metadata"]["name"]
+    for doc in docs:
+        assert doc["kind"] != "Secret", f"{directory}: applying it would overwrite the real Secret"
+    rendered = [w for w in WORKLOADS if (w.kind, w.name) in names]
+    # Never two ways of running at once (CronJob + scheduler would reconcile twice a night).
+    assert len(rendered) <= 1, f"{directory} applies {[w.label for w in rendered]}"
+    for w in rendered:
+        config_volume, _ = w.mount_of("configMap")
+        assert ("ConfigMap", config_volume["configMap"]["name"]) in names
+        assert ("ServiceAccount", w.pod_spec["serviceAccountName"]) in names
+        secret_volume, _ = w.mount_of("secret")
+        assert secret_volume["secret"]["secretName"] == secret_name  # created out of band
+
+
+def test_every_workload_is_reachable_from_a_kustomization() -> None:
+    rendered = {(d["kind"], d["metadata"]["name"]) for directory in kustomization_dirs()
+                for d in render(directory)}
+    assert {(w.kind, w.name) for w in WORKLOADS} <= rendered
+    assert any(d["kind"] == "CronJob" for d in render(K8S)), "`kubectl apply -k k8s/` must install the CronJob"
+
+
+def test_configmap_source_is_config_reconcile_toml_verbatim() -> None:
+    # kustomize cannot read ../config/ from k8s/, so k8s/base keeps a copy; it must not drift.
+    assert CONFIG_COPY.read_bytes() == CONFIG_SOURCE.read_bytes(), (
+        f"{CONFIG_COPY.relative_to(REPO)} differs from {CONFIG_SOURCE.relative_to(REPO)}: "
+        f"cp {CONFIG_SOURCE.relative_to(REPO)} {CONFIG_COPY.relative_to(REPO)}")
+    # ...and what it ships is a config the program accepts.
+    settings = load_settings(config_file=str(CONFIG_COPY), env={})
+    assert settings.config_file == str(CONFIG_COPY)
+
+
+@pytest.mark.skipif(kustomize_command() is None, reason="neither kustomize nor kubectl on PATH")
+@pytest.mark.parametrize("directory", kustomization_dirs(), ids=lambda p: str(p.relative_to(K8S)) or ".")
+def test_kustomize_build_output_validates_and_keeps_the_manifests(directory: Path) -> None:
+    command = kustomize_command()
+    assert command is not None
+    built = subprocess.run([*command, str(directory)], capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    docs = [d for d in yaml.safe_load_all(built.stdout) if d]
+    for doc in docs:
+        assert kubernetes_validate.validate(doc, K8S_VERSION, strict=True) == "1.30"
+    config_maps = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert len(config_maps) == 1
+    generated = config_maps[0]
+    assert generated["data"]["reconcile.toml"] == CONFIG_SOURCE.read_text(encoding="utf-8")
+    # The hashed name reaches the workload, and nothing else in it changed.
+    originals = {(w.kind, w.name): w for w in WORKLOADS}
+    for doc in docs:
+        original = originals.get((doc["kind"], doc["metadata"]["name"]))
+        if original is None:
+            continue
+        expected = copy.deepcopy(original.doc)
+        pod = (expected["spec"]["jobTemplate"]["spec"] if doc["kind"] == "CronJob" else expected["spec"])
+        for volume in pod["template"]["spec"]["volumes"]:
+            if "configMap" in volume:
+                assert generated["metadata"]["name"].startswith(volume["configMap"]["name"] + "-")
+                volume["configMap"]["name"] = generated["metadata"]["name"]
+        assert doc == expected
+
+
+# -- what every manifest shares ----------------------------------------------------------------------
+
+def test_manifests_are_namespace_agnostic_and_labelled() -> None:
+    for path, doc in all_docs():
+        assert doc["kind"] != "Namespace", path
+        assert "namespace" not in doc["metadata"], f"{path}: {doc['kind']} pins a namespace"
+        assert doc["metadata"].get("labels", {}).get(APP_LABEL[0]) == APP_LABEL[1], path
+    for directory in kustomization_dirs():
+        assert "namespace" not in kustomization(directory), directory
+        for doc in render(directory):
+            assert doc["metadata"]["labels"].get(APP_LABEL[0]) == APP_LABEL[1], doc["metadata"]["name"]
+
+
+@pytest.mark.parametrize("w", **by_label(WORKLOADS))
+def test_pod_is_non_root_with_a_read_only_root_filesystem(w: Workload) -> None:
+    pod = w.pod_spec
+    security = pod["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert isinstance(security["runAsUser"], int) and security["runAsUser"] > 0
+    assert security["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["automountServiceAccountToken"] is False
+    assert not any(pod.get(k) for k in ("hostNetwork", "hostPID", "hostIPC"))
+    assert not any("hostPath" in v for v in pod.get("volumes", []))
+    container = w.container
+    assert container["name"] == CONTAINER  # the podFailurePolicy rules name it
+    csc = container["securityContext"]
+    assert csc["readOnlyRootFilesystem"] is True
+    assert csc["allowPrivilegeEscalation"] is False
+    assert csc.get("privileged", False) is False
+    assert csc["capabilities"]["drop"] == ["ALL"] and not csc["capabilities"].get("add")
+
+
+@pytest.mark.parametrize("w", **by_label(WORKLOADS))
+def test_tmpdir_is_a_disk_backed_emptydir_big_enough_for_the_snapshots(w: Workload) -> None:
+    env = w.env()
+    assert env["TMPDIR"] == "/tmp"
+    mounts = {m["mountPath"]: m for m in w.container["volumeMounts"]}
+    volume = w.volume(mounts[env["TMPDIR"]]["name"])
+    empty_dir = volume["emptyDir"]
+    # medium Memory would put the spool files in the container's memory limit.
+    assert empty_dir.get("medium", "") == ""
+    needed = 2 * SPOOL_BYTES_PER_TENANT_PER_SIDE * SIZED_FOR_TENANTS
+    assert quantity(empty_dir["sizeLimit"]) >= needed
+
+
+@pytest.mark.parametrize("w", **by_label(WORKLOADS))
+def test_database_urls_come_from_files_of_the_secret_volume(w: Workload) -> None:
+    env = w.env()
+    assert ENV_PRODUCT_URL not in env and ENV_MARKETPLACE_URL not in env  # X and X_FILE both set: exit 2
+    secret = load_docs(SECRET_TEMPLATE)[0]
+    volume, mount = w.mount_of("secret")
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    assert mount["readOnly"] is True
+    items = {item["path"]: item["key"] for item in volume["secret"]["items"]}
+    file_vars = {name: value for name, value in env.items() if name.endswith("_FILE")}
+    assert set(file_vars) == {f"{ENV_PRODUCT_URL}_FILE", f"{ENV_MARKETPLACE_URL}_FILE"}
+    used_keys = set()
+    for name, value in file_vars.items():
+        directory, _, filename = value.rpartition("/")
+        assert directory == mount["mountPath"], f"{name}={value} is not under {mount['mountPath']}"
+        assert filename in items, f"{name}: {filename} is not a file of the Secret volume"
+        used_keys.add(items[filename])
+    assert used_keys == set(secret["stringData"]), "Secret keys and mounted files disagree"
+    # The process (runAsUser, not root) must be able to read the files, and nobody write them.
+    mode = volume["secret"].get("defaultMode", 0o644)
+    assert not mode & 0o222
+    group_readable = mode & 0o040 and w.pod_spec["securityContext"].get("fsGroup") is not None
+    assert mode & 0o004 or group_readable, f"mode {mode:o} is unreadable for UID {w.pod_spec['securityContext']}"
+
+
+@pytest.mark.parametrize("w", **by_label(WORKLOADS))
+def test_reconcile_config_points_at_the_mounted_configmap_file(w: Workload) -> None:
+    volume, mount = w.mount_of("configMap")
+    assert mount["readOnly"] is True
+    generator = kustomization(K8S / "base")["configMapGenerator"][0]
+    assert volume["configMap"]["name"] == generator["name"]
+    assert w.env()["RECONCILE_CONFIG"] == f"{mount['mountPath']}/{Path(generator['files'][0]).name}"
+
+
+@pytest.mark.parametrize("w", **by_label(WORKLOADS))
+def test_environment_names_are_settings_the_program_reads(w: Workload) -> None:
+    for entry in w.container["env"]:
+        assert "value" in entry and "valueFrom" not in entry, f"{entry['name']}: secrets go through files"
+        assert entry["name"] in KNOWN_ENV, f"{entry['name']} is not read by tenant-reconcile (typo?)"
+    assert "JOB_COMPLETION_INDEX" not in w.env(), "Kubernetes sets it per pod; a literal pins every pod"
+
+
+@pytest.mark.parametrize("w", **by_label(WORKLOADS))
+def test_the_settings_loader_accepts_the_pod_environment(w: Workload, tmp_path: Path) -> None:
+    """The pod's env, with its mount paths moved under tmp_path, through the real load_settings."""
+    mounts = {m["mountPath"]: tmp_path / m["name"] for m in w.container["volumeMounts"]}
+    secret_volume, secret_mount = w.mount_of("secret")
+    urls = {"product-url": "postgresql://reconcile:pw@product-db:5432/keybuzz",
+            "marketplace-url": "postgresql://reconcile:pw@marketplace-db:5432/keybuzz_backend"}
+    mounts[secret_mount["mountPath"]].mkdir()
+    for item in secret_volume["secret"]["items"]:
+        (mounts[secret_mount["mountPath"]] / item["path"]).write_text(urls[item["key"]] + "\n")
+    _, config_mount = w.mount_of("configMap")
+    mounts[config_mount["mountPath"]].mkdir()
+    shutil.copy(CONFIG_COPY, mounts[config_mount["mountPath"]] / CONFIG_COPY.name)
+
+    env = {}
+    for name, value in w.env().items():
+        for mount_path, local in mounts.items():
+            if value.startswith(mount_path + "/"):
+                value = str(local / value.removeprefix(mount_path + "/"))
+                break
+        env[name] = value
+    count = int(env.get("RECONCILE_SHARD_COUNT", "1"))
+    for index in range(count):
+        pod_env = {**env, "JOB_COMPLETION_INDEX": str(index)} if w.job_spec and count > 1 else env
+        settings = load_settings(env=pod_env)
+        assert settings.product_url is not None and settings.product_url.display == "product-db:5432/keybuzz"
+        assert settings.marketplace_url is not None
+        assert settings.marketplace_url.display == "marketplace-db:5432/keybuzz_backend"
+        assert settings.config_file == env["RECONCILE_CONFIG"]
+        assert settings.log_format == env["RECONCILE_LOG_FORMAT"]
+        assert settings.connect_retry_s == float(env["RECONCILE_CONNECT_RETRY"])
+        assert settings.shard == Shard(index, count)
+
+
+@pytest.mark.parametrize("w", **by_label(WORKLOADS))
+def test_resources_are_set_and_sized_from_the_benchmark(w: Workload) -> None:
+    resources = w.container["resources"]
+    for kind in ("cpu", "memory"):
+        assert quantity(resources["requests"][kind]) <= quantity(resources["limits"][kind]), kind
+    assert quantity(resources["requests"]["memory"]) >= BENCHMARK_PEAK_RSS
+    assert quantity(resources["limits"]["memory"]) > quantity(resources["requests"]["memory"])
+    # One set of figures for every variant, and k8s/README.md states them.
+    assert resources == WORKLOADS[0].container["resources"]
+    readme = (K8S / "README.md").read_text(encoding="utf-8")
+    for figure in (*resources["requests"].values(), *resources["limits"].values()):
+        assert f"`{figure}`" in readme, f"k8s/README.md does not give the figure {figure}"
+
+
+def test_pod_templates_differ_only_where_documented() -> None:
+    """The pod template is repeated in each manifest; the copies must not drift apart."""
+    def normalized(w: Workload) -> dict[str, Any]:
+        pod = copy.deepcopy(w.pod_spec)
+        for key in ("restartPolicy", "terminationGracePeriodSeconds"):
+            pod.pop(key, None)
+        container = pod["containers"][0]
+        container.pop("args")
+        container["env"] = [e for e in container["env"] if e["name"] != "RECONCILE_SHARD_COUNT"]
+        return pod
+
+    reference = normalized(WORKLOADS[0])
+    for w in WORKLOADS[1:]:
+        assert normalized(w) == reference, f"{w.label} drifted from {WORKLOADS[0].label}"
+
+
+def test_one_image_everywhere_tagged_with_the_project_version() -> None:
+    with (REPO / "pyproject.toml").open("rb") as fh:
+        project = tomllib.load(fh)["project"]
+    images = {w.container["image"] for w in WORKLOADS}
+    assert images == {f"tenant-reconcile:{project['version']}"}
+    assert "tenant-reconcile" in project["scripts"]
+    for w in WORKLOADS:
+        assert w.container["imagePullPolicy"] == "IfNotPresent"
+
+
+@pytest.mark.parametrize("w", **by_label(WORKLOADS))
+def test_each_workload_runs_the_intended_command(w: Workload) -> None:
+    from jobs.cli import cli
+
+    container = w.container
+    assert "command" not in container, "the image's ENTRYPOINT is tenant-reconcile"
+    args = container["args"]
+    assert args[0] == EXPECTED_COMMAND[w.label]
+    command = cli.commands.get(args[0])
+    if command is not None:  # `schedule` lands on another branch; when present, click must accept the args
+        command.make_context(args[0], list(args[1:]))
+
+
+# -- the Jobs ----------------------------------------------------------------------------------------
+
+def test_cronjob_runs_nightly_once_at_a_time() -> None:
+    [cron] = [w for w in WORKLOADS if w.kind == "CronJob"]
+    spec = cron.doc["spec"]
+    assert spec["schedule"] == "0 2 * * *"
+    assert spec["concurrencyPolicy"] == "Forbid"
+    assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
+    # Kubernetes may never start a Job whose deadline is under 10 s.
+    assert spec["startingDeadlineSeconds"] >= 10
+    # A late start plus a full run ends before the next night's run is due.
+    assert spec["startingDeadlineSeconds"] + cron.job_spec["activeDeadlineSeconds"] < 24 * 3600
+    # Same time as the `schedule` mode's default, so switching modes does not move the run.
+    with CONFIG_SOURCE.open("rb") as fh:
+        schedule = tomllib.load(fh)["schedule"]
+    assert spec["schedule"] == schedule["cron"]
+    for moment in (datetime(2026, 1, 15, 2), datetime(2026, 7, 15, 2)):
+        assert (ZoneInfo(spec["timeZone"]).utcoffset(moment)
+                == ZoneInfo(schedule["timezone"]).utcoffset(moment))
+
+
+@pytest.mark.parametrize("w", **by_label(JOBS))
+def test_jobs_are_bounded_in_time_retries_and_lifetime(w: Workload) -> None:
+    spec = w.job_spec
+    assert spec is not None
+    assert 0 < spec["activeDeadlineSeconds"] <= 3600
+    assert spec["ttlSecondsAfterFinished"] > 0
+    retries = spec.get("backoffLimitPerIndex", spec.get("backoffLimit"))
+    assert retries is not None and 0 < retries <= 3
+    assert w.pod_spec["restartPolicy"] == "Never"  # podFailurePolicy requires it
+
+
+@pytest.mark.parametrize("w", **by_label(JOBS))
+def test_pod_failure_policy_retries_only_what_a_retry_can_fix(w: Workload) -> None:
+    spec = w.job_spec
+    assert spec is not None
+    indexed = spec.get("completionMode") == "Indexed"
+    # 2: a config error is the same on every retry and, for shards, in every shard.
+    assert exit_code_action(spec, 2) == "FailJob"
+    for code in (5, 6):
+        # Guard abort / lock held: not retried; a shard's own outcome may fail just that index.
+        assert exit_code_action(spec, code) in (NOT_RETRIED if indexed else {"FailJob"}), code
+    # 3 partial: everything else is committed; row errors recur, conflicts wait for the next run.
+    assert exit_code_action(spec, 3) in NOT_RETRIED
+    for code in (1, 7):
+        assert exit_code_action(spec, code) in RETRIED, code
+    assert exit_code_action(spec, 7) == "Count"  # spelt out, not left to the default
+    rules = spec["podFailurePolicy"]["rules"]
+    assert {"type": "DisruptionTarget", "status": "True"} in [
+        c for r in rules if r["action"] == "Ignore" for c in r.get("onPodConditions", [])]
+    # The API server (not the schema) insists on these:
+    if any(r["action"] == "FailIndex" for r in rules):
+        assert indexed and "backoffLimitPerIndex" in spec
+    for rule in rules:
+        if "onExitCodes" in rule:
+            assert 0 not in rule["onExitCodes"]["values"]
+            assert rule["onExitCodes"]["containerName"] == CONTAINER
+
+
+def test_indexed_job_shard_count_matches_completions_and_parallelism() -> None:
+    [sharded] = [w for w in JOBS if w.job_spec and w.job_spec.get("completionMode") == "Indexed"]
+    spec = sharded.job_spec
+    assert spec is not None
+    count = int(sharded.env()["RECONCILE_SHARD_COUNT"])
+    assert 2 <= count <= MAX_SHARDS
+    # Fewer completions would leave shards unreconciled; fewer pods at once would serialize them.
+    assert spec["completions"] == count
+    assert spec["parallelism"] == count
+
+
+def test_deployment_runs_exactly_one_scheduler() -> None:
+    [deployment] = [w for w in WORKLOADS if w.kind == "Deployment"]
+    spec = deployment.doc["spec"]
+    assert spec["replicas"] == 1
+    assert spec["strategy"] == {"type": "Recreate"}  # no rolling overlap of two schedulers
+    labels = spec["template"]["metadata"]["labels"]
+    assert spec["selector"]["matchLabels"].items() <= labels.items()
+    assert deployment.pod_spec.get("restartPolicy", "Always") == "Always"
+    # Long enough for an in-flight run to finish after SIGTERM, with a wide margin.
+    assert deployment.pod_spec["terminationGracePeriodSeconds"] >= 10 * SLOWEST_MEASURED_RUN_S
+
+
+# -- the Secret template -----------------------------------------------------------------------------
+
+def test_secret_template_holds_placeholders_only() -> None:
+    [secret] = load_docs(SECRET_TEMPLATE)
+    assert secret["kind"] == "Secret"
+    assert "data" not in secret, "base64 data would hide real values from review"
+    assert secret["stringData"]
+    for key, value in secret["stringData"].items():
+        url = urlsplit(value)
+        assert url.scheme == "postgresql", key
+        for part in (url.username, url.password):
+            assert part is not None and part.startswith("<") and part.endswith(">"), (
+                f"{key}: {part!r} is not a <PLACEHOLDER>")
+    readme = (K8S / "README.md").read_text(encoding="utf-8")
+    assert "kubectl create secret generic " + secret["metadata"]["name"] in readme
+
+
+def test_k8s_readme_describes_every_file() -> None:
+    readme = (K8S / "README.md").read_text(encoding="utf-8")
+    for path in sorted(p for p in K8S.rglob("*") if p.is_file() and p.name != "README.md"):
+        assert str(path.relative_to(K8S)) in readme, f"k8s/README.md does not mention {path.relative_to(K8S)}"

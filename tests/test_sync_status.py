@@ -1,0 +1,141 @@
+"""SPEC §4 `sync` and `status`: the seed's single-tenant semantics, without its defects."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from reconcile.lock import lock_key
+from reconcile.shard import Shard
+from tests.pgtools import run_cli
+
+
+def last_json(result) -> dict:
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_sync_unknown_tenant_exits_4_with_the_seed_error(dbs):
+    result = run_cli("sync", "ghost", env=dbs.env())
+    assert result.code == 4
+    assert result.events == [{"success": False, "error": "Tenant not found in product DB"}]
+
+
+def test_sync_creates_the_tenant_and_its_fr_address_by_default(dbs):
+    dbs.add_product(("ecomlg-001", "eComLG", "pro", "active"), ("other", "O", "dev", "trial"))
+    result = run_cli("sync", "ecomlg-001", env=dbs.env())
+    assert result.code == 0, result.stderr
+    body = last_json(result)
+    assert body["success"] is True
+    assert body["tenant"] == {"id": "ecomlg-001", "name": "eComLG", "plan": "PRO", "status": "ACTIVE"}
+    assert re.fullmatch(r"amazon\.ecomlg-001\.fr\.[a-z0-9]{6}@inbound\.keybuzz\.io", body["inboundAddress"])
+    assert set(dbs.market()) == {"ecomlg-001"}  # only that tenant
+    assert result.report["created"] == ["ecomlg-001"] and result.report["counts"]["inbound_created"] == 1
+    again = last_json(run_cli("sync", "ecomlg-001", env=dbs.env()))
+    assert again["inboundAddress"] == body["inboundAddress"]  # never regenerated
+
+
+def test_sync_updates_drift_and_archives(dbs):
+    dbs.add_product(("a", "A2", "enterprise", "suspended"), ("b", "B", "pro", "archived"))
+    dbs.add_market(("a", "A", "PRO", "ACTIVE"), ("b", "B", "PRO", "ACTIVE"))
+    result = run_cli("sync", "a", "--country", "de", env=dbs.env())
+    assert last_json(result)["tenant"] == {"id": "a", "name": "A2", "plan": "ENTERPRISE", "status": "SUSPENDED"}
+    assert last_json(result)["inboundAddress"].startswith("amazon.a.de.")
+    archived = run_cli("sync", "b", env=dbs.env())
+    assert last_json(archived)["tenant"]["status"] == "CLOSED"
+    assert last_json(archived)["inboundAddress"] is None  # CLOSED tenants get none
+
+
+def test_sync_no_inbound(dbs):
+    dbs.add_product(("a", "A", "pro", "active"))
+    result = run_cli("sync", "a", "--no-inbound", env=dbs.env())
+    assert result.code == 0 and last_json(result)["inboundAddress"] is None
+    assert dbs.sql("marketplace", "SELECT count(*) AS n FROM inbound_addresses")[0].n == 0
+
+
+def test_sync_row_error_is_not_success_and_exits_3(dbs):
+    dbs.add_product(("a", "A", "gold", "active"))
+    result = run_cli("sync", "a", env=dbs.env())
+    assert result.code == 3
+    body = last_json(result)
+    assert body["success"] is False and "invalid_plan" in body["error"] and body["tenant"] is None
+
+
+def test_sync_bad_country_exit_2(dbs):
+    dbs.add_product(("a", "A", "pro", "active"))
+    assert run_cli("sync", "a", "--country", "FRA", env=dbs.env()).code == 2
+
+
+def test_sync_waits_for_no_full_run_but_refuses_beside_one(dbs):
+    dbs.add_product(("a", "A", "pro", "active"))
+    engine = dbs.engine("marketplace")
+    with engine.connect() as holder:
+        holder.exec_driver_sql("SELECT pg_advisory_lock(%s)", (lock_key(Shard()),))
+        result = run_cli("sync", "a", env=dbs.env())
+        assert result.code == 6 and last_json(result)["success"] is False
+        holder.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (lock_key(Shard()),))
+        holder.exec_driver_sql("SELECT pg_advisory_lock_shared(%s)", (lock_key(Shard()),))  # another sync
+        assert run_cli("sync", "a", env=dbs.env()).code == 0
+        assert run_cli("run", env=dbs.env()).report["status"] == "locked"  # a run waits for syncs
+
+
+def test_status_has_the_seed_shape_and_values_as_stored(dbs):
+    dbs.add_product(("ecomlg-001", "eComLG", "pro", "active"))
+    dbs.add_market(("ecomlg-001", "eComLG", "PRO", "ACTIVE"))
+    dbs.sql("marketplace", """
+        INSERT INTO inbound_connections (id, "tenantId", marketplace, countries, "updatedAt")
+        VALUES ('c1', 'ecomlg-001', 'amazon', '["FR"]', now());
+        INSERT INTO inbound_addresses (id, "connectionId", "tenantId", marketplace, country, token, "emailAddress",
+                                       "updatedAt")
+        VALUES ('a1', 'c1', 'ecomlg-001', 'AMAZON', 'FR', 'cp2hat', 'amazon.ecomlg-001.fr.cp2hat@inbound.keybuzz.io',
+                now());
+        INSERT INTO "MarketplaceConnection" (id, "tenantId", type, status, "displayName", "updatedAt")
+        VALUES ('m1', 'ecomlg-001', 'AMAZON', 'CONNECTED', 'Amazon FR', now());""")
+    result = run_cli("status", "ecomlg-001", env=dbs.env())
+    assert result.code == 0
+    assert last_json(result) == {
+        "tenantId": "ecomlg-001",
+        "product": {"exists": True, "name": "eComLG", "plan": "pro", "status": "active"},
+        "marketplace": {"exists": True, "name": "eComLG", "plan": "PRO", "status": "ACTIVE"},
+        "inSync": True,
+        "inboundAddresses": [{"marketplace": "AMAZON", "country": "FR",
+                              "email": "amazon.ecomlg-001.fr.cp2hat@inbound.keybuzz.io", "status": "PENDING"}],
+        "marketplaceConnections": [{"type": "AMAZON", "status": "CONNECTED", "displayName": "Amazon FR"}],
+        "differences": [],
+    }
+    assert dbs.market()["ecomlg-001"]["updatedAt"].year == 2020  # read-only
+
+
+@pytest.mark.parametrize(("product", "market", "differences"), [
+    (("a", "A", "pro", "active"), ("a", "A", "DEV", "ACTIVE"), [{"field": "plan", "product": "PRO",
+                                                                 "marketplace": "DEV"}]),
+    (("a", "New", None, None), ("a", "A", "DEV", "TRIAL"), [{"field": "name", "product": "New", "marketplace": "A"},
+                                                           {"field": "status", "product": "ACTIVE",
+                                                            "marketplace": "TRIAL"}]),
+    (("a", "A", "pro", "archived"), ("a", "A", "PRO", "ACTIVE"), [{"field": "status", "product": "CLOSED",
+                                                                   "marketplace": "ACTIVE"}]),
+    (("a", "A", "gold", "active"), ("a", "A", "PRO", "ACTIVE"), [{"field": "plan", "product": "gold",
+                                                                  "marketplace": "PRO", "error": "invalid_plan"}]),
+    (("a", "A", "pro", "active"), None, [{"field": "exists", "product": True, "marketplace": False}]),
+])
+def test_in_sync_only_when_both_exist_and_nothing_differs(dbs, product, market, differences):
+    dbs.add_product(product)
+    if market:
+        dbs.add_market(market)
+    body = last_json(run_cli("status", "a", env=dbs.env()))
+    assert body["inSync"] is False and body["differences"] == differences
+
+
+def test_archived_and_closed_is_in_sync(dbs):
+    dbs.add_product(("a", "A", "pro", "archived"))
+    dbs.add_market(("a", "Other", "DEV", "CLOSED"))
+    assert last_json(run_cli("status", "a", env=dbs.env()))["inSync"] is True
+
+
+def test_status_of_an_orphan_and_of_nothing(dbs):
+    dbs.add_market(("z", "Z", "PRO", "ACTIVE"))
+    orphan = run_cli("status", "z", env=dbs.env())
+    assert orphan.code == 0 and last_json(orphan)["product"]["exists"] is False
+    nothing = run_cli("status", "nobody", env=dbs.env())
+    assert nothing.code == 4 and last_json(nothing)["inSync"] is False
