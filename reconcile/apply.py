@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from reconcile import copytext
-from reconcile.mapping import SLUG_CONFLICT
+from reconcile.mapping import ARCHIVED_MARK, SLUG_CONFLICT, Mapping, slug_for
 from reconcile.plan import ActionSpool, Plan
+from reconcile.shard import Shard
 
 _TEMP_TABLES = {
     "rc_create": "id text, slug text, name text, plan text, status text",
@@ -116,3 +117,31 @@ def write(conn: sa.Connection, plan: Plan) -> Outcome:
         if count:
             outcome.conflicts[action] = {row[0] for row in conn.exec_driver_sql(sql)}
     return outcome
+
+
+def cross_shard_slug_conflicts(product: sa.Connection, market: sa.Connection, plan: Plan, mapping: Mapping,
+                               shard: Shard) -> None:
+    """In a sharded run, a create must also lose its slug to a would-be create of another shard
+    with a bytewise-smaller id (`a-b` vs `a_b`), exactly as one whole run decides."""
+    creates = dict(tuple(r) for r in market.exec_driver_sql("SELECT id, slug FROM rc_create"))
+    if not creates or shard.whole:
+        return
+    slugs = sorted(set(creates.values()))
+    where = f"NOT ({shard.sql_predicate()}) AND lower(replace(id, '_', '-')) = ANY(:slugs)"
+    rivals = [r for r in product.execute(sa.text(mapping.product_select_sql(where)), {"slugs": slugs})
+              if not r[4] and r[3] != ARCHIVED_MARK and slug_for(r[0]) in creates.values()]
+    if not rivals:
+        return
+    present = set(market.execute(sa.text('SELECT id FROM "Tenant" WHERE id = ANY(:ids)'),
+                                 {"ids": [r[0] for r in rivals]}).scalars())
+    new_rivals = [r[0] for r in rivals if r[0] not in present]
+    lost = []
+    for tenant_id, slug in creates.items():
+        winner = min((r for r in new_rivals if slug_for(r) == slug), key=lambda r: r.encode(), default=None)
+        if winner is not None and winner.encode() < tenant_id.encode():
+            lost.append(tenant_id)
+            plan.reject_create(tenant_id, copytext.line_of([
+                tenant_id, SLUG_CONFLICT, f"slug {slug!r} is also the slug of {winner!r}, a new tenant of "
+                                          "another shard (the smallest id keeps it)"]))
+    if lost:
+        market.execute(sa.text("DELETE FROM rc_create WHERE id = ANY(:ids)"), {"ids": lost})

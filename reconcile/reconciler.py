@@ -195,8 +195,11 @@ def _reconcile_in_transactions(settings: Settings, options: RunOptions, report: 
             cancel.check()
             with translate_db_errors("staging the plan failed", market_db):
                 apply.stage(market, plan)
+            if not settings.shard.whole and plan.create_count:
+                with translate_db_errors("checking slugs across shards failed", product_db):
+                    apply.cross_shard_slug_conflicts(product, market, plan, settings.mapping, settings.shard)
             verdict = guard.check(plan, max_archive=settings.max_archive,
-                                  max_archive_ratio=settings.max_archive_ratio)
+                                  max_archive_ratio=settings.max_archive_ratio, shards=settings.shard.count)
             if verdict is not None:
                 if not options.force:
                     report.extra["guard"] = {"reason": verdict.reason, **verdict.figures}

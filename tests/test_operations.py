@@ -363,3 +363,16 @@ def test_scheduled_runs_push_metrics_too(dbs):
         assert proc.finish() == 0
         assert received and "tenant_reconcile_last_run_status" in received[0][2]
 
+
+
+def test_guard_limit_is_shared_between_shards(dbs):
+    ids = [f"t{i:02d}" for i in range(40)]
+    dbs.add_market(*[(i, "T", "PRO", "ACTIVE") for i in ids])
+    dbs.add_product(*[(i, "T", "pro", "archived" if n < 6 else "active") for n, i in enumerate(ids)])
+    per_shard = [run_cli("plan", "--shard", f"{k}/2", "--max-archive", "4", env=dbs.env(
+        RECONCILE_MAX_ARCHIVE_RATIO="1")).report for k in range(2)]
+    assert sum(r["counts"]["archived"] + r.get("planned", {}).get("archive", 0) for r in per_shard) == 6
+    for report in per_shard:  # each shard may archive ceil(4 / 2) = 2
+        if report["status"] == "aborted":
+            assert report["guard"]["max_archive"] == 2 and report["guard"]["max_archive_all_shards"] == 4
+    assert any(r["status"] == "aborted" for r in per_shard)
