@@ -63,7 +63,7 @@ def sync_tenant(settings: Settings, tenant_id: str, country: str | None, log: An
     run_id = run_id or new_run_id()
     hook = inbound_hook(settings, (country,)) if country else None
     report = Report(run_id=run_id, mode="apply", shard="0/1", id_limit=settings.report_id_limit)
-    report = run_reconcile(settings, RunOptions(tenant_id=tenant_id, after_write=hook, shared_lock=True,
+    report = run_reconcile(settings, RunOptions(tenant_id=tenant_id, after_write=hook, sync_lock=True,
                                                 cancel=cancel),
                            log.bind(tenant_id=tenant_id), report)
     code = exit_code_of(report)
