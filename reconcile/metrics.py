@@ -27,15 +27,16 @@ def push_report(url: str, report: Report, log: Any) -> bool:
           registry=registry).set(now)
     actions = Gauge("tenant_reconcile_last_run_actions", "Tenants per outcome in the last run", ["action"],
                     registry=registry)
-    for key in COUNT_KEYS:
-        actions.labels(action=key).set(report.counts.get(key, 0))
+    completed = report.status in (SUCCESS, PARTIAL)
+    for key in COUNT_KEYS:  # an aborted run's counts are what it would have done: nothing was
+        actions.labels(action=key).set(report.counts.get(key, 0) if completed else 0)
     status = Gauge("tenant_reconcile_last_run_status", "1 for the last run's status, 0 for the others",
                    ["status"], registry=registry)
     for name in STATUS_EXIT_CODES:
         status.labels(status=name).set(1 if name == report.status else 0)
     Gauge("tenant_reconcile_last_run_tenants", "Product tenants in scope in the last run",
           registry=registry).set(report.total)
-    if report.status in (SUCCESS, PARTIAL) and report.mode == "apply":
+    if completed and report.mode == "apply":
         # A partial run completed and applied everything it could; its row errors show in
         # tenant_reconcile_last_run_actions{action="errors"} and the status gauge.
         Gauge("tenant_reconcile_last_success_timestamp_seconds", "When the last completed run ended",
