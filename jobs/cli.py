@@ -141,11 +141,13 @@ def _reconcile(ctx: click.Context, *, dry_run: bool, force: bool, report_file: s
                flags: dict[str, Any]) -> NoReturn:
     from jobs.signals import run_cancellable
     from reconcile.reconciler import exit_code_of
-    from reconcile.report import new_run_id
+    from reconcile.report import check_report_path, new_run_id
 
     settings = load(ctx, flags)
     settings.require_product()
     settings.require_marketplace()
+    if report_file:
+        check_report_path(report_file)
     run_id = new_run_id()
     report = run_cancellable(lambda cancel: run_and_report(settings, dry_run=dry_run, force=force,
                                                            report_file=report_file, cancel=cancel, run_id=run_id))
@@ -238,10 +240,13 @@ def schedule(ctx: click.Context, run_now: bool, report_file: str | None, interva
     """Run `run` on a cron schedule, one run at a time, until SIGTERM/SIGINT (then exit 0)."""
     from jobs.scheduler import ScheduledRuns
     from reconcile.logs import get_logger
+    from reconcile.report import check_report_path
 
     settings = load(ctx, flags)
     settings.require_product()
     settings.require_marketplace()
+    if report_file:
+        check_report_path(report_file)
     runs = ScheduledRuns(settings, lambda cancel, run_id: run_and_report(
         settings, dry_run=False, force=False, report_file=report_file, cancel=cancel, run_id=run_id),
         get_logger(component="schedule"), settings.schedule_stop_grace_s, interval_seconds)
@@ -259,4 +264,16 @@ def _register_commands() -> None:
 
 def main() -> None:
     _register_commands()
-    cli(prog_name="tenant-reconcile")
+    try:
+        cli.main(prog_name="tenant-reconcile", standalone_mode=False)
+    except click.UsageError as exc:  # one line, like every other configuration error
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `tenant-reconcile` (click >= 8.2): the help
+            click.echo(exc.format_message(), err=True)
+            sys.exit(exc.exit_code)
+        where = exc.ctx.command_path if exc.ctx is not None else "tenant-reconcile"
+        fail(f"usage error: {exc.format_message()} (see '{where} --help')", exc.exit_code)
+    except click.ClickException as exc:
+        fail(exc.format_message(), exc.exit_code)
+    except click.exceptions.Abort:
+        fail("aborted", 130)
+    sys.exit(0)

@@ -21,10 +21,15 @@ _FAILURE_EVENTS = {"tenant.error", "tenant.conflict"}
 _FAILURE_STATUSES = {"failed", "aborted", "locked", "partial"}
 
 
-def _timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def utc_timestamp() -> str:
+    """Now as in every event: ISO 8601, UTC, milliseconds, `Z`."""
     now = time.time()
     stamp = datetime.fromtimestamp(now, UTC)
-    event_dict["timestamp"] = f"{stamp:%Y-%m-%dT%H:%M:%S}.{int(now * 1000) % 1000:03d}Z"
+    return f"{stamp:%Y-%m-%dT%H:%M:%S}.{int(now * 1000) % 1000:03d}Z"
+
+
+def _timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    event_dict["timestamp"] = utc_timestamp()
     return event_dict
 
 

@@ -51,7 +51,7 @@ class RunOptions:
     force: bool = False
     tenant_id: str | None = None  # restrict the run to one tenant (`sync`)
     take_lock: bool = True
-    shared_lock: bool = False  # `sync`: many at once, never beside a full run
+    sync_lock: bool = False  # `sync`: many at once, never beside a whole run
     cancel: Cancellation | None = None  # lets a signal handler stop the run (rolled back)
     after_write: AfterWrite | None = None
 
@@ -133,10 +133,11 @@ def _run(settings: Settings, options: RunOptions, report: Report, product_db: Da
         market = stack.enter_context(connect(market_engine, market_db, retry_s=settings.connect_retry_s,
                                              what="marketplace", log=log))
         cancel.register(market.connection.dbapi_connection)
-        lock_key = None
+        held: list[lock.Held] = []
         if options.take_lock and not options.dry_run:
             with translate_db_errors("cannot take the run lock", market_db):
-                lock_key = lock.acquire(market, settings.shard, settings.wait_lock_s, shared=options.shared_lock)
+                held = lock.acquire(market, settings.shard, settings.wait_lock_s, sync=options.sync_lock,
+                                    check=cancel.check)
                 market.commit()
             log.info("lock.acquired", shard=settings.shard.label)
         product = stack.enter_context(connect(product_engine, product_db, retry_s=settings.connect_retry_s,
@@ -151,15 +152,15 @@ def _run(settings: Settings, options: RunOptions, report: Report, product_db: Da
             _reconcile_in_transactions(settings, options, report, product, market, predicate,
                                        product_db, market_db, log, cancel)
         finally:
-            if lock_key is not None:
-                _release(market, lock_key, options.shared_lock)
+            if held:
+                _release(market, held)
 
 
-def _release(market: sa.Connection, key: int, shared: bool) -> None:
+def _release(market: sa.Connection, held: list[lock.Held]) -> None:
     try:
         if market.in_transaction():
             market.rollback()
-        lock.release(market, key, shared)
+        lock.release(market, held)
         market.commit()
     except sa.exc.DBAPIError:
         pass  # the session is gone, and the lock with it
@@ -179,7 +180,7 @@ def _reconcile_in_transactions(settings: Settings, options: RunOptions, report: 
             ))
         try:
             cancel.check()
-            report.source["tenants"] = snapshot.product.rows
+            report.source["tenants"] = report.total = snapshot.product.rows
             report.target["tenants"] = snapshot.marketplace.rows
             t1 = time.perf_counter()
             report.timings_ms["snapshot"] = _ms(t1 - t0)
@@ -199,11 +200,12 @@ def _reconcile_in_transactions(settings: Settings, options: RunOptions, report: 
                 with translate_db_errors("checking slugs across shards failed", product_db):
                     apply.cross_shard_slug_conflicts(product, market, plan, settings.mapping, settings.shard)
             verdict = guard.check(plan, max_archive=settings.max_archive,
-                                  max_archive_ratio=settings.max_archive_ratio, shards=settings.shard.count)
+                                  max_archive_ratio=settings.max_archive_ratio)
             if verdict is not None:
                 if not options.force:
                     report.extra["guard"] = {"reason": verdict.reason, **verdict.figures}
                     report.extra["planned"] = planned_counts(plan)
+                    tally(report, plan, None, log)  # counts and lists: what the run would have done
                     raise GuardTripped(f"safety guard: {verdict.reason}; nothing written (use --force)")
                 log.warning("guard.overridden", reason=verdict.reason, **verdict.figures)
             outcome = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -14,6 +13,8 @@ import orjson
 
 from reconcile import copytext
 from reconcile.apply import Outcome
+from reconcile.errors import ConfigError
+from reconcile.logs import utc_timestamp
 from reconcile.plan import Plan
 
 SUCCESS = "success"
@@ -88,17 +89,23 @@ class Report:
         body.update(self.extra)
         return body
 
+    @property
+    def level(self) -> str:
+        return "info" if self.status == SUCCESS else "error" if self.status == FAILED else "warning"
+
     def emit(self, log: Any) -> None:
-        level = "info" if self.status == SUCCESS else "error" if self.status == FAILED else "warning"
-        getattr(log, level)("reconcile.report", **self.as_dict())
+        getattr(log, self.level)("reconcile.report", **self.as_dict())
 
     def write_file(self, path: str | os.PathLike[str], log: Any) -> None:
-        """Atomically: a temp file in the same directory, fsync, rename."""
-        document = {"event": "reconcile.report", "run_id": self.run_id, **self.as_dict()}
+        """The same object as the stdout event, atomically: a temp file in the same directory (mode
+        from the umask, like any file the job writes), fsync, rename."""
+        document = {"event": "reconcile.report", "level": self.level, "timestamp": utc_timestamp(),
+                    "run_id": self.run_id, **self.as_dict()}
         target = Path(path)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
                 with os.fdopen(fd, "wb") as fh:
                     fh.write(orjson.dumps(document, default=str, option=orjson.OPT_INDENT_2) + b"\n")
@@ -106,10 +113,25 @@ class Report:
                     os.fsync(fh.fileno())
                 os.replace(tmp, target)
             except BaseException:
-                Path(tmp).unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
                 raise
         except OSError as exc:
             log.error("report.file_failed", path=str(target), error=exc.strerror or str(exc))
+
+
+def check_report_path(path: str | os.PathLike[str]) -> None:
+    """Before the run, so a bad --report-file is a configuration error (exit 2), not a report
+    lost after the work is done. Creates missing parent directories, as the write would."""
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"--report-file {str(target)!r} is a directory")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--report-file {str(target)!r}: cannot create its directory "
+                          f"({exc.strerror or exc})") from None
+    if not os.access(target.parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--report-file {str(target)!r}: directory {str(target.parent)!r} is not writable")
 
 
 def _changes(row: list[bytes]) -> dict[str, list[str]]:

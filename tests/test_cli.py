@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -145,6 +146,26 @@ def test_report_file_is_written_and_matches_stdout(dbs, tmp_path):
     for key in ("run_id", "status", "counts", "created", "source", "target", "mode"):
         assert on_disk[key] == on_stdout[key]
     assert [p.name for p in path.parent.iterdir()] == ["report.json"]  # no temp file left behind
+    assert on_disk["event"] == "reconcile.report" and on_disk["level"] == on_stdout["level"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", on_disk["timestamp"])
+    assert path.stat().st_mode & 0o777 == 0o666 & ~current_umask()  # not mkstemp's 0600
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("where", ["is-a-file/report.json", "a-directory"])
+def test_unusable_report_file_is_a_config_error_before_the_run(dbs, tmp_path, where):
+    dbs.add_product(("a", "A", "pro", "active"))
+    (tmp_path / "is-a-file").write_text("")
+    (tmp_path / "a-directory").mkdir()
+    result = run_cli("run", "--report-file", str(tmp_path / where), env=dbs.env())
+    assert result.code == 2 and result.stdout == ""
+    assert "--report-file" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert dbs.market() == {}  # refused before anything ran
 
 
 def test_report_file_is_written_for_a_failed_run(tmp_path):

@@ -156,7 +156,20 @@ def test_a_second_run_exits_6_at_once_and_writes_nothing(dbs):
         assert result.report["status"] == "locked" and "lock" in result.report["error"]
         assert dbs.market() == {}
         assert run_cli("plan", env=dbs.env()).code == 0  # plan takes no lock
-        assert run_cli("run", "--shard", "0/2", env=dbs.env()).code == 0  # another shard's lock
+        shard = run_cli("run", "--shard", "0/2", env=dbs.env())  # a shard never runs beside a whole run
+        assert shard.code == 6 and "whole run" in shard.report["error"]
+        assert dbs.market() == {}
+
+
+def test_shards_run_side_by_side_but_never_beside_a_whole_run(dbs):
+    dbs.add_product(*[(f"t{i}", "T", "pro", "active") for i in range(8)])
+    with dbs.engine("marketplace").connect() as holder:
+        holder.exec_driver_sql("SELECT pg_advisory_lock_shared(%s)", (lock_key(Shard()),))  # a shard's hold
+        holder.exec_driver_sql("SELECT pg_advisory_lock(%s)", (lock_key(Shard(0, 2)),))     # of shard 0/2
+        assert run_cli("run", env=dbs.env()).code == 6
+        assert run_cli("run", "--shard", "0/2", env=dbs.env()).code == 6
+        other = run_cli("run", "--shard", "1/2", env=dbs.env())
+        assert other.code == 0 and other.report["counts"]["created"] > 0
 
 
 def test_two_real_processes_one_runs_the_other_exits_6(dbs):
@@ -182,6 +195,23 @@ def test_wait_lock_waits_for_the_holder_then_runs(dbs):
     assert 1.0 < time.monotonic() - started < 20
 
 
+def test_sigterm_stops_a_run_waiting_for_the_lock_without_taking_it(dbs):
+    dbs.add_product(("a", "A", "pro", "active"))
+    with dbs.engine("marketplace").connect() as holder:
+        holder.exec_driver_sql("SELECT pg_advisory_lock(%s)", (lock_key(Shard()),))
+        proc = Proc(["run", "--wait-lock", "60"], dbs.env())
+        proc.wait_for("reconcile.start")
+        time.sleep(0.5)
+        started = time.monotonic()
+        proc.signal(signal.SIGTERM)
+        assert proc.finish(timeout=15) == 7
+        assert time.monotonic() - started < 5  # not the 60 s of --wait-lock
+        holder.exec_driver_sql("SELECT pg_advisory_unlock(%s)", (lock_key(Shard()),))
+    report = proc.of("reconcile.report")[0]
+    assert report["status"] == "failed" and "SIGTERM" in report["error"]
+    assert not proc.of("lock.acquired") and dbs.market() == {}
+
+
 def test_the_lock_is_released_when_the_holding_process_is_killed(dbs):
     dbs.add_product(("a", "A", "pro", "active"))
     dbs.sql("marketplace", SLOW_INSERT.format(seconds=2))
@@ -203,6 +233,9 @@ def test_guard_trips_on_max_archive_and_force_passes(dbs):
     report = result.report
     assert report["status"] == "aborted" and report["guard"]["archives"] == 3 and report["guard"]["max_archive"] == 2
     assert report["planned"]["archive"] == 3 and "max_archive=2" in report["error"]
+    # counts stay exact: what the run would have done, although it wrote nothing
+    assert report["counts"]["archived"] == 3 and sorted(report["archived"]) == ["t0", "t1", "t2"]
+    assert report["total"] == 3 and not result.of("tenant.archived")
     assert {r["status"] for r in dbs.market().values()} == {"ACTIVE"}
     assert run_cli("plan", "--max-archive", "2", env=dbs.env()).code == 5  # plan shows it too
     forced = run_cli("run", "--max-archive", "2", "--force", env=dbs.env())
@@ -228,6 +261,7 @@ def test_guard_trips_on_an_empty_product_snapshot(dbs):
     dbs.add_market(("a", "A", "PRO", "ACTIVE"))
     result = run_cli("run", "--orphans", "archive", env=dbs.env())
     assert result.code == 5 and "empty" in result.report["error"]
+    assert result.report["counts"]["orphans"] == 1 and result.report["orphans"] == ["a"]
     assert dbs.market()["a"]["status"] == "ACTIVE"
 
 
@@ -365,14 +399,18 @@ def test_scheduled_runs_push_metrics_too(dbs):
 
 
 
-def test_guard_limit_is_shared_between_shards(dbs):
+def test_guard_applies_to_each_shard_run_on_its_own_plan(dbs):
+    import hashlib
+
     ids = [f"t{i:02d}" for i in range(40)]
     dbs.add_market(*[(i, "T", "PRO", "ACTIVE") for i in ids])
     dbs.add_product(*[(i, "T", "pro", "archived" if n < 6 else "active") for n, i in enumerate(ids)])
-    per_shard = [run_cli("plan", "--shard", f"{k}/2", "--max-archive", "4", env=dbs.env(
-        RECONCILE_MAX_ARCHIVE_RATIO="1")).report for k in range(2)]
-    assert sum(r["counts"]["archived"] + r.get("planned", {}).get("archive", 0) for r in per_shard) == 6
-    for report in per_shard:  # each shard may archive ceil(4 / 2) = 2
-        if report["status"] == "aborted":
-            assert report["guard"]["max_archive"] == 2 and report["guard"]["max_archive_all_shards"] == 4
-    assert any(r["status"] == "aborted" for r in per_shard)
+    per_shard = [sum(int(hashlib.md5(i.encode()).hexdigest()[:8], 16) % 2 == k for i in ids[:6]) for k in range(2)]
+    biggest = max(per_shard)
+    assert biggest < 6  # the six archives are split between the shards
+    env = dbs.env(RECONCILE_MAX_ARCHIVE_RATIO="1")
+    reports = [run_cli("plan", "--shard", f"{k}/2", "--max-archive", str(biggest), env=env).report for k in range(2)]
+    assert [r["status"] for r in reports] == ["success", "success"]  # 6 in all > max_archive, but per run
+    assert [r["counts"]["archived"] for r in reports] == per_shard
+    tripped = run_cli("plan", "--shard", f"{per_shard.index(biggest)}/2", "--max-archive", str(biggest - 1), env=env)
+    assert tripped.code == 5 and tripped.report["guard"]["max_archive"] == biggest - 1
