@@ -42,7 +42,8 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def load(ctx: click.Context, flags: dict[str, Any]) -> Settings:
+def load(ctx: click.Context, flags: dict[str, Any],
+         url_flags: tuple[str, str] = Settings.url_flags) -> Settings:
     """Settings for this invocation, with logging configured; a bad config exits 2 here."""
     from reconcile.logs import configure_logging
 
@@ -51,7 +52,7 @@ def load(ctx: click.Context, flags: dict[str, Any]) -> Settings:
     if flags.get("log_format") is None:
         flags["log_format"] = root.get("log_format")
     try:
-        settings = load_settings(config_file=config_file, flags=flags)
+        settings = load_settings(config_file=config_file, flags=flags, url_flags=url_flags)
     except ConfigError as exc:
         fail(f"configuration error: {exc}")
     configure_logging(settings.log_format)
@@ -195,7 +196,8 @@ def init_db(ctx: click.Context, product: str | None, marketplace: str | None, **
     from reconcile.logs import get_logger
     from reconcile.schema import ensure_database, init_marketplace, init_product
 
-    settings = load(ctx, {**flags, "product_url": product, "marketplace_url": marketplace})
+    settings = load(ctx, {**flags, "product_url": product, "marketplace_url": marketplace},
+                    url_flags=("--product", "--marketplace"))
     log = get_logger()
     for what, db, init in (("product", settings.require_product(), init_product),
                            ("marketplace", settings.require_marketplace(), init_marketplace)):

@@ -43,6 +43,7 @@ class DatabaseUrl:
             raise ConfigError(f"{name} names no database (expected postgresql://user@host:5432/dbname)")
         if url.port is not None and not 0 < url.port < 65536:
             raise ConfigError(f"{name} has an invalid port {url.port}")
+        _check_libpq_options(url, name)
         return cls(url.set(drivername="postgresql+psycopg2"))
 
     @property
@@ -64,6 +65,25 @@ class DatabaseUrl:
         if password:
             text = text.replace(str(password), "***")
         return scrub_credentials(text)
+
+
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _check_libpq_options(url: URL, name: str) -> None:
+    """Let libpq parse the URL now, so an unknown option or a bad sslmode is a configuration
+    error (exit 2) instead of a connect failure retried for the whole retry budget."""
+    from psycopg2 import ProgrammingError
+    from psycopg2.extensions import parse_dsn
+
+    try:
+        options = parse_dsn(url.set(drivername="postgresql").render_as_string(hide_password=False))
+    except ProgrammingError as exc:
+        detail = str(exc).strip().splitlines()[0].removeprefix("invalid dsn: ")
+        raise ConfigError(f"{name} is not a valid database URL: {scrub_credentials(detail)}") from None
+    sslmode = options.get("sslmode")
+    if sslmode is not None and sslmode not in _SSLMODES:
+        raise ConfigError(f"{name}: sslmode must be one of {', '.join(_SSLMODES)}, got {sslmode!r}")
 
 
 _CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/\s]*):(?P<pw>[^@\s]*)@", re.I)

@@ -1,4 +1,7 @@
-"""Settings from CLI flags > environment > TOML file > defaults; every failure is one ConfigError line.
+"""Settings; every failure is one ConfigError line.
+
+Precedence: CLI flags > environment > TOML file > defaults, except for the two database URLs,
+where SPEC §4 has the config file override the environment: flags > config file > environment.
 
 Kept by hand rather than pydantic-settings: the `*_FILE` secret variants, the one-line messages
 naming the exact variable, and the shard variables of a Kubernetes Indexed Job are most of the work,
@@ -53,21 +56,24 @@ class Settings:
     shard: Shard = field(default_factory=Shard)
     mapping: Mapping = field(default_factory=Mapping)
     config_file: str | None = None
+    url_flags: tuple[str, str] = ("--product-url", "--marketplace-url")  # init-db: --product, --marketplace
 
     def require_product(self) -> DatabaseUrl:
         if self.product_url is None:
-            raise ConfigError(f"{ENV_PRODUCT_URL} is not set (nor {ENV_PRODUCT_URL}_FILE or --product-url)")
+            raise ConfigError(_missing_url(ENV_PRODUCT_URL, self.url_flags[0], "product_url"))
         return self.product_url
 
     def require_marketplace(self) -> DatabaseUrl:
         if self.marketplace_url is None:
-            raise ConfigError(
-                f"{ENV_MARKETPLACE_URL} is not set (nor {ENV_MARKETPLACE_URL}_FILE or --marketplace-url)"
-            )
+            raise ConfigError(_missing_url(ENV_MARKETPLACE_URL, self.url_flags[1], "marketplace_url"))
         return self.marketplace_url
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _missing_url(env_name: str, flag: str, key: str) -> str:
+    return f"{env_name} is not set (nor {env_name}_FILE, {flag} or database.{key} in the config file)"
 
 
 # -- value parsers: (raw value, where it came from) -> typed value ---------------------------------
@@ -116,6 +122,18 @@ def _text(value: Any, where: str) -> str:
     return value.strip()
 
 
+_DOMAIN_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def _domain(value: Any, where: str) -> str:
+    """The e-mail domain of inbound addresses: a host name (letters, digits, '-', dots)."""
+    text = _text(value, where)
+    if not _DOMAIN_RE.match(text):
+        raise ConfigError(f"{where} must be a domain name like inbound.keybuzz.io, got {text!r}")
+    return text.lower()
+
+
 def parse_countries(value: Any, where: str) -> tuple[str, ...]:
     """`FR,de` or ["FR", "de"] -> ("FR", "DE"); each must be two letters."""
     items = value.split(",") if isinstance(value, str) else value
@@ -159,9 +177,9 @@ _SPECS = (
     _Spec("lock_timeout_ms", "database.lock_timeout_ms", _int(0), "RECONCILE_LOCK_TIMEOUT_MS"),
     _Spec("inbound_countries", "inbound.countries", parse_countries, "RECONCILE_INBOUND_COUNTRIES",
           "--ensure-inbound"),
-    _Spec("inbound_domain", "inbound.domain", _text, "INBOUND_DOMAIN"),
-    _Spec("schedule_cron", "schedule.cron", _text, "RECONCILE_CRON"),
-    _Spec("schedule_timezone", "schedule.timezone", _text, "RECONCILE_TIMEZONE"),
+    _Spec("inbound_domain", "inbound.domain", _domain, "INBOUND_DOMAIN"),
+    _Spec("schedule_cron", "schedule.cron", _text, "RECONCILE_CRON", "--cron"),
+    _Spec("schedule_timezone", "schedule.timezone", _text, "RECONCILE_TIMEZONE", "--timezone"),
     _Spec("schedule_grace_s", "schedule.misfire_grace_s", _int(1), "RECONCILE_MISFIRE_GRACE"),
     _Spec("schedule_stop_grace_s", "schedule.stop_grace_s", _float(0.0), "RECONCILE_STOP_GRACE", "--stop-grace"),
     _Spec("pushgateway", "metrics.pushgateway", _text, "RECONCILE_PUSHGATEWAY_URL"),
@@ -235,15 +253,17 @@ def load_settings(
     config_file: str | None = None,
     env: MappingABC[str, str] | None = None,
     flags: MappingABC[str, Any] | None = None,
+    url_flags: tuple[str, str] = Settings.url_flags,
 ) -> Settings:
-    """Resolve settings. `flags` holds CLI values by Settings attribute name; None means not given."""
+    """Resolve settings. `flags` holds CLI values by Settings attribute name; None means not given.
+    `url_flags` names the URL flags in messages (`init-db` calls them --product/--marketplace)."""
     env = os.environ if env is None else env
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     config_file = config_file or env.get("RECONCILE_CONFIG") or None
     data = read_config_file(config_file) if config_file else {}
     file_where = f"config file {config_file}"
 
-    values: dict[str, Any] = {"config_file": config_file}
+    values: dict[str, Any] = {"config_file": config_file, "url_flags": url_flags}
     for spec in _SPECS:
         if spec.attr in flags:
             values[spec.attr] = spec.parse(flags[spec.attr], spec.flag_name)
@@ -252,17 +272,17 @@ def load_settings(
         elif _lookup(data, spec.toml) is not None:
             values[spec.attr] = spec.parse(_lookup(data, spec.toml), f"{file_where}: {spec.toml}")
 
-    for attr, toml_key, env_name in _URL_SPECS:
+    for (attr, toml_key, env_name), flag_name in zip(_URL_SPECS, url_flags, strict=True):
         flag = flags.get(attr)
-        if flag:
-            values[attr] = DatabaseUrl.parse(flag, f"--{attr.replace('_', '-')}")
-            continue
-        from_env = _env_url(env, env_name)
-        if from_env is not None:
-            source = f"{env_name}_FILE" if env.get(f"{env_name}_FILE") else env_name
-            values[attr] = DatabaseUrl.parse(from_env, source)
-        elif _lookup(data, toml_key):
+        if flag is not None:  # given, even empty: an empty flag is an error, not a fallback
+            values[attr] = DatabaseUrl.parse(str(flag), flag_name)
+        elif _lookup(data, toml_key) is not None:
             values[attr] = DatabaseUrl.parse(str(_lookup(data, toml_key)), f"{file_where}: {toml_key}")
+        else:
+            from_env = _env_url(env, env_name)
+            if from_env is not None:
+                source = f"{env_name}_FILE" if env.get(f"{env_name}_FILE") else env_name
+                values[attr] = DatabaseUrl.parse(from_env, source)
 
     if "mapping" in data:
         values["mapping"] = Mapping.from_config(data["mapping"], f"{file_where}: mapping")

@@ -45,8 +45,11 @@ class Shard:
             raise ConfigError(f"RECONCILE_SHARD_COUNT must be a positive integer, got {count!r}")
         if not index:
             index = "0" if count == "1" else ""
+        if not index:
+            raise ConfigError("RECONCILE_SHARD_COUNT is set but JOB_COMPLETION_INDEX is not (use --shard I/N "
+                              "outside an Indexed Job)")
         if not index.isdigit():
-            raise ConfigError("RECONCILE_SHARD_COUNT is set but JOB_COMPLETION_INDEX is not a number")
+            raise ConfigError(f"JOB_COMPLETION_INDEX must be a non-negative integer, got {index!r}")
         try:
             return cls(int(index), int(count))
         except ConfigError as exc:

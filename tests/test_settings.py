@@ -1,8 +1,9 @@
-"""Settings precedence (flag > env > file > defaults), *_FILE secrets, one-line config errors."""
+"""Settings precedence (flag > env > file; URLs: flag > file > env), *_FILE secrets, one-line errors."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from pathlib import Path
 
@@ -54,6 +55,38 @@ def test_urls_from_config_file(tmp_path):
     cfg = write(tmp_path, f'[database]\nproduct_url = "{P}"\nmarketplace_url = "{M}"\n')
     s = load_settings(config_file=cfg, env={})
     assert s.require_marketplace().display == "m-host:5433/keybuzz_backend"
+
+
+def test_connection_urls_come_from_the_environment_and_the_config_file_and_flags_override(tmp_path):
+    cfg = write(tmp_path, f'[database]\nproduct_url = "{M}"\n')
+    env = {"PRODUCT_DATABASE_URL": P, "MARKETPLACE_DATABASE_URL": P}
+    s = load_settings(config_file=cfg, env=env)
+    assert s.require_product().display == "m-host:5433/keybuzz_backend"  # the file overrides the env
+    assert s.require_marketplace().display == "p-host:5432/keybuzz"    # not in the file: the env
+    s = load_settings(config_file=cfg, env=env, flags={"product_url": P})
+    assert s.require_product().display == "p-host:5432/keybuzz"        # the flag overrides both
+
+
+def test_an_empty_url_flag_is_an_error_not_a_fallback():
+    with pytest.raises(ConfigError, match="--product-url is empty"):
+        load_settings(env={"PRODUCT_DATABASE_URL": P}, flags={"product_url": ""})
+
+
+@pytest.mark.parametrize(("url", "fragment"), [
+    ("postgresql://u:pw@h/db?sslmode=bogus", "sslmode must be one of"),
+    ("postgresql://u:pw@h/db?bogusopt=1", 'invalid URI query parameter: "bogusopt"'),
+])
+def test_bad_connection_options_are_config_errors_before_connecting(url, fragment):
+    with pytest.raises(ConfigError, match=re.escape(fragment)) as caught:
+        load_settings(env={"PRODUCT_DATABASE_URL": url})
+    assert "PRODUCT_DATABASE_URL" in str(caught.value) and "pw" not in str(caught.value)
+
+
+@pytest.mark.parametrize("domain", ["zz@bad domain", "inbound..keybuzz.io", "-x.io", "a_b.io"])
+def test_inbound_domain_must_be_a_domain_name(domain):
+    with pytest.raises(ConfigError, match="INBOUND_DOMAIN must be a domain name"):
+        load_settings(env={"INBOUND_DOMAIN": domain})
+    assert load_settings(env={"INBOUND_DOMAIN": "Mail.Example.COM"}).inbound_domain == "mail.example.com"
 
 
 def test_config_file_from_env_variable(tmp_path):
