@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from reconcile.cancel import Cancellation
 from reconcile.db import DatabaseUrl, connect, engine_for, translate_db_errors
-from reconcile.errors import TenantNotFound
+from reconcile.errors import DatabaseError, TenantNotFound
 from reconcile.inbound import inbound_hook
 from reconcile.mapping import ARCHIVED_MARK, CLOSED
 from reconcile.reconciler import RunOptions, exit_code_of, run_reconcile
@@ -58,11 +58,20 @@ def sync_tenant(settings: Settings, tenant_id: str, country: str | None, log: An
     """Reconcile one tenant (create / update / archive) and, unless `country` is None, ensure its
     inbound address for that country. Raises TenantNotFound (exit 4) before any run."""
     settings = settings.with_overrides(shard=Shard())  # one tenant: shards do not apply
-    if _product_row(settings, tenant_id) is None:
-        raise TenantNotFound(NOT_FOUND)
     run_id = run_id or new_run_id()
-    hook = inbound_hook(settings, (country,)) if country else None
     report = Report(run_id=run_id, mode="apply", shard="0/1", id_limit=settings.report_id_limit)
+    try:
+        found = _product_row(settings, tenant_id)
+    except DatabaseError as exc:  # like a failed run: a report, then the seed's error shape
+        report.status = FAILED
+        report.extra["error"] = str(exc)
+        report.source = {"db": settings.require_product().display, "tenants": 0}
+        report.target = {"db": settings.require_marketplace().display, "tenants": 0}
+        report.emit(log.bind(tenant_id=tenant_id))
+        return SyncResult({"success": False, "error": str(exc)}, exc.exit_code, report)
+    if found is None:
+        raise TenantNotFound(NOT_FOUND)
+    hook = inbound_hook(settings, (country,)) if country else None
     report = run_reconcile(settings, RunOptions(tenant_id=tenant_id, after_write=hook, sync_lock=True,
                                                 cancel=cancel),
                            log.bind(tenant_id=tenant_id), report)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 
 import pytest
 
@@ -20,6 +21,19 @@ def test_sync_unknown_tenant_exits_4_with_the_seed_error(dbs):
     result = run_cli("sync", "ghost", env=dbs.env())
     assert result.code == 4
     assert result.events == [{"success": False, "error": "Tenant not found in product DB"}]
+
+
+def test_sync_with_the_product_db_unreachable_reports_and_answers_like_a_failed_run(dbs):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dbs.env(PRODUCT_DATABASE_URL=f"postgresql://u:hunter2@127.0.0.1:{port}/p", RECONCILE_CONNECT_RETRY="0")
+    result = run_cli("sync", "kbz-001", env=env)
+    assert result.code == 7
+    body = last_json(result)
+    assert body["success"] is False and "product" in body["error"]
+    assert result.report["status"] == "failed" and result.report["source"]["db"] == f"127.0.0.1:{port}/p"
+    assert "hunter2" not in result.stdout + result.stderr and "Traceback" not in result.stderr
 
 
 def test_sync_creates_the_tenant_and_its_fr_address_by_default(dbs):
