@@ -275,7 +275,8 @@ def ensure(ctx: HookContext, countries: tuple[str, ...], domain: str,
             ON CONFLICT DO NOTHING
             RETURNING "tenantId", id)
         INSERT INTO rc_conn (tenant_id, conn_id, n) SELECT "tenantId", id, 1 FROM made""", params).rowcount
-    # Extend (never replace) the countries of the connections that lack some.
+    # Extend (never replace) the countries of the connections that lack some. An entry spelled
+    # otherwise ("fr") stays, and the canonical "FR" is added beside it: readers look for "FR".
     extended = _sql(ctx, f"""
         UPDATE inbound_connections ic
         SET countries = ic.countries || m.missing, "updatedAt" = {_NOW}
@@ -284,10 +285,14 @@ def ensure(ctx: HookContext, countries: tuple[str, ...], domain: str,
               CROSS JOIN unnest(%(countries)s::text[]) WITH ORDINALITY AS x(cc, ord)
               WHERE jsonb_typeof(cur.countries) = 'array'
                 AND NOT cur.countries @> CAST(%(countries_json)s AS jsonb)
-                AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text(cur.countries) v
-                                WHERE upper(v COLLATE "C") = x.cc)
+                AND NOT cur.countries @> jsonb_build_array(x.cc)
               GROUP BY c.conn_id) m
         WHERE ic.id = m.conn_id""", params).rowcount
+    not_arrays = _sql(ctx, """SELECT c.tenant_id FROM rc_conn c JOIN inbound_connections cur ON cur.id = c.conn_id
+                              WHERE jsonb_typeof(cur.countries) <> 'array' ORDER BY 1""").scalars().all()
+    if not_arrays:
+        log.warning("inbound.countries_not_an_array", count=len(not_arrays), tenant_ids=list(not_arrays[:_SAMPLE]),
+                    detail="the connection's countries is not a JSON array; left as it is, addresses still ensured")
 
     assert all(len(c) == 2 and c.isalpha() and c.isupper() for c in countries)  # validated by settings
     missing, missing_count = _copy_out(ctx, """SELECT c.tenant_id, c.conn_id, x.cc FROM rc_conn c

@@ -86,9 +86,20 @@ def test_existing_rows_in_any_case_are_reused_and_countries_extended_not_replace
         VALUES ('a-old', 'c-old', 't1', 'amazon', 'fr', 'oldtok', 'amazon.t1.fr.oldtok@inbound.keybuzz.io', now());""")
     report, _ = ensure(dbs)
     assert report.counts["inbound_created"] == 1
-    assert [(c.id, c.countries) for c in connections(dbs)] == [("c-old", ["fr", "IT", "DE"])]
+    assert [(c.id, c.countries) for c in connections(dbs)] == [("c-old", ["fr", "IT", "FR", "DE"])]
     rows = addresses(dbs)
     assert [(a.country, a.token, a.conn) for a in rows] == [("DE", rows[0].token, "c-old"), ("fr", "oldtok", "c-old")]
+
+
+def test_a_connection_whose_countries_is_not_an_array_is_left_alone_with_a_warning(dbs):
+    dbs.add_product(("t1", "T", "pro", "active"))
+    dbs.add_market(("t1", "T", "PRO", "ACTIVE"))
+    dbs.sql("marketplace", """INSERT INTO inbound_connections (id, "tenantId", marketplace, countries, "updatedAt")
+                              VALUES ('c-odd', 't1', 'amazon', '{"FR": true}', now())""")
+    report, events = ensure(dbs)
+    assert report.counts["inbound_created"] == 2
+    assert [(c.id, c.countries) for c in connections(dbs)] == [("c-odd", {"FR": True})]
+    assert events.of("inbound.countries_not_an_array")[0]["tenant_ids"] == ["t1"]
 
 
 def test_without_unique_constraints_duplicates_are_reported_never_added_to(dbs):
