@@ -3,10 +3,17 @@
 One run at a time (max_instances=1), misfires coalesced within a grace time, every scheduler
 event logged as JSON. SIGTERM/SIGINT: no new run starts; a run in progress gets `stop_grace_s`
 to finish, then its statements are cancelled so its transaction rolls back; exit 0.
+
+The signal handler only records the signal and wakes the main thread (through a pipe); the main
+thread does the logging and the scheduler shutdown. A handler that logged or called the scheduler
+could deadlock on a lock the interrupted main thread holds (structlog's writer lock) or find the
+scheduler not started yet.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import signal
 import threading
@@ -72,26 +79,89 @@ def parse_timezone(name: str) -> ZoneInfo:
 
 
 def parse_cron(expr: str, timezone: ZoneInfo) -> Any:
-    """A standard 5-field crontab expression as an APScheduler CronTrigger."""
+    """A standard 5-field crontab expression as an APScheduler trigger.
+
+    Standard cron (Vixie, POSIX): when both day-of-month and day-of-week are restricted (neither
+    starts with `*`, as Vixie cron and cronie decide it, so `*/2` counts as unrestricted), a day
+    matching EITHER fires; APScheduler's CronTrigger would require both, so that
+    case is an OrTrigger of one CronTrigger per day field. A cron that matches no date at all
+    (e.g. `0 2 31 2 *`) is a ConfigError."""
+    from apscheduler.triggers.combining import OrTrigger
     from apscheduler.triggers.cron import CronTrigger
 
     fields = expr.split()
     if len(fields) != 5:
         raise ConfigError(f"cron {expr!r} must have 5 fields (minute hour day-of-month month day-of-week)")
     minute, hour, day, month, dow = fields
+    day_of_week = standard_day_of_week(dow, expr)
+    common: dict[str, Any] = {"minute": minute, "hour": hour, "month": month, "timezone": timezone}
     try:
-        return CronTrigger(minute=minute, hour=hour, day=day, month=month,
-                           day_of_week=standard_day_of_week(dow, expr), timezone=timezone)
+        if not day.startswith("*") and not dow.startswith("*"):
+            trigger: Any = OrTrigger([CronTrigger(day=day, **common), CronTrigger(day_of_week=day_of_week, **common)])
+        else:
+            trigger = CronTrigger(day=day, day_of_week=day_of_week, **common)
     except ValueError as exc:
         raise ConfigError(f"cron {expr!r} is invalid: {exc}") from None
+    if trigger.get_next_fire_time(None, datetime.now(timezone)) is None:
+        raise ConfigError(f"cron {expr!r} never fires: no date matches its day of month and month")
+    return trigger
+
+
+class StopRequest:
+    """SIGTERM/SIGINT asking the process to stop. The handler is async-signal-safe: it records the
+    first signal and writes one byte to a pipe, nothing else (no logging, no locks, no scheduler
+    calls); the main thread waits on the pipe and does the rest. Later signals change nothing."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+
+    def install(self) -> None:
+        """From the main thread, as early as possible: a signal before this kills the process."""
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None:
+            return
+        self.signum = signum
+        fd = self._write_fd
+        if fd >= 0:
+            with contextlib.suppress(OSError):  # a full pipe: the main thread sees `signum` anyway
+                os.write(fd, b"!")
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def wait(self) -> str:
+        """Block the main thread until a stop is requested; the signal's name."""
+        while self.signum is None:
+            os.read(self._read_fd, 1)  # interrupted by the signal, retried, then returns its byte
+        return signal.Signals(self.signum).name
+
+    def close(self) -> None:
+        """Release the pipe; the handlers stay, so a late signal still cannot kill the exit."""
+        fds, self._write_fd = (self._read_fd, self._write_fd), -1
+        self._read_fd = -1
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
 
 
 class ScheduledRuns:
     """Owns the scheduler, the run in progress and the shutdown sequence."""
 
     def __init__(self, settings: Settings, run_once: Callable[[Cancellation, str], Report], log: Any,
-                 stop_grace_s: float, interval_s: float | None = None) -> None:
-        from apscheduler.schedulers.blocking import BlockingScheduler
+                 stop_grace_s: float, interval_s: float | None = None, stop: StopRequest | None = None) -> None:
+        if stop is None:  # the caller may have installed one earlier still
+            stop = StopRequest()
+            stop.install()
+        self._stop = stop
+        from apscheduler.schedulers.background import BackgroundScheduler
 
         self.settings = settings
         self.log = log
@@ -103,16 +173,16 @@ class ScheduledRuns:
             from apscheduler.triggers.interval import IntervalTrigger
 
             self.trigger = IntervalTrigger(seconds=interval_s, timezone=self.timezone)
-        self.scheduler = BlockingScheduler(timezone=self.timezone)
+        # In its own thread: the main thread stays free to wait for the stop and carry it out.
+        self.scheduler = BackgroundScheduler(timezone=self.timezone)
         self._running: Cancellation | None = None
         self._idle = threading.Condition()
-        self._stopping: str | None = None
 
     def _job(self) -> None:
         run_id = new_run_id()
         cancel = Cancellation()
         with self._idle:
-            if self._stopping:
+            if self._stop.requested:
                 return
             self._running = cancel
         try:
@@ -138,15 +208,7 @@ class ScheduledRuns:
             if job is not None and job.next_run_time is not None:
                 self.log.info("schedule.next", next_run=job.next_run_time.isoformat())
 
-    def stop(self, reason: str) -> None:
-        """Called from a signal handler: no new runs; let the current one finish, or cancel it."""
-        if self._stopping:
-            return
-        self._stopping = reason
-        self.log.info("schedule.stopping", reason=reason, grace_s=self.stop_grace_s)
-        self.scheduler.shutdown(wait=False)
-
-    def wait_for_run(self) -> None:
+    def wait_for_run(self, reason: str) -> None:
         with self._idle:
             if self._running is None:
                 return
@@ -156,11 +218,12 @@ class ScheduledRuns:
             if self._running is not None:
                 self.log.warning("schedule.cancelling_run", detail=f"still running after {self.stop_grace_s:g}s; "
                                  "its transaction is rolled back")
-                self._running.cancel(f"{self._stopping}, grace period over")
+                self._running.cancel(f"{reason}, grace period over")
             while self._running is not None:
                 self._idle.wait(0.2)
 
     def serve(self, run_now: bool) -> None:
+        """Until SIGTERM/SIGINT: no new runs then; let the current one finish, or cancel it."""
         from apscheduler.events import (
             EVENT_JOB_ERROR,
             EVENT_JOB_EXECUTED,
@@ -168,18 +231,25 @@ class ScheduledRuns:
             EVENT_JOB_MISSED,
         )
 
-        # Passing next_run_time=None would pause the job: give it only for --run-now.
-        first = {"next_run_time": datetime.now(self.timezone)} if run_now else {}
-        self.scheduler.add_job(self._job, self.trigger, id="reconcile", coalesce=True, max_instances=1,
-                               misfire_grace_time=self.settings.schedule_grace_s, **first)
-        self.scheduler.add_listener(self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
-                                    | EVENT_JOB_EXECUTED)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda signum, _frame: self.stop(signal.Signals(signum).name))
-        self.log.info("schedule.started", cron=self.settings.schedule_cron, trigger=str(self.trigger),
-                      timezone=self.settings.schedule_timezone,
-                      run_now=run_now, misfire_grace_s=self.settings.schedule_grace_s,
-                      next_run=self.trigger.get_next_fire_time(None, datetime.now(self.timezone)).isoformat())
-        self.scheduler.start()  # blocks until stop()
-        self.wait_for_run()
-        self.log.info("schedule.stopped", reason=self._stopping)
+        try:
+            # Passing next_run_time=None would pause the job: give it only for --run-now.
+            first = {"next_run_time": datetime.now(self.timezone)} if run_now else {}
+            self.scheduler.add_job(self._job, self.trigger, id="reconcile", coalesce=True, max_instances=1,
+                                   misfire_grace_time=self.settings.schedule_grace_s, **first)
+            self.scheduler.add_listener(self._on_event, EVENT_JOB_ERROR | EVENT_JOB_MISSED
+                                        | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_EXECUTED)
+            next_run = self.trigger.get_next_fire_time(None, datetime.now(self.timezone))
+            self.log.info("schedule.started", cron=self.settings.schedule_cron, trigger=str(self.trigger),
+                          timezone=self.settings.schedule_timezone,
+                          run_now=run_now, misfire_grace_s=self.settings.schedule_grace_s,
+                          next_run=next_run.isoformat() if next_run is not None else None)
+            if not self._stop.requested:  # a stop before this point: never start at all
+                self.scheduler.start()
+            reason = self._stop.wait()
+            self.log.info("schedule.stopping", reason=reason, grace_s=self.stop_grace_s)
+            if self.scheduler.running:
+                self.scheduler.shutdown(wait=False)
+            self.wait_for_run(reason)
+            self.log.info("schedule.stopped", reason=reason)
+        finally:
+            self._stop.close()
