@@ -1,6 +1,6 @@
 """`python -m jobs` is the same as `tenant-reconcile`."""
 
-from jobs.cli import main
+from jobs import main
 
 if __name__ == "__main__":
     main()

@@ -207,7 +207,8 @@ def init_db(ctx: click.Context, product: str | None, marketplace: str | None, **
 
 
 @cli.command(epilog=EPILOG)
-@click.option("--keep", is_flag=True, help="Leave the embedded server's data directory in place.")
+@click.option("--keep", is_flag=True, help="Leave the embedded server running (data in place); prints both "
+                                           "database URLs and the command that stops it.")
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None)
 @click.pass_context
 @expected_errors
@@ -265,7 +266,10 @@ def _register_commands() -> None:
 
 
 def main() -> None:
-    _register_commands()
+    try:
+        _register_commands()
+    except KeyboardInterrupt:  # still importing the command modules
+        fail("interrupted", 130)
     try:
         cli.main(prog_name="tenant-reconcile", standalone_mode=False)
     except click.UsageError as exc:  # one line, like every other configuration error

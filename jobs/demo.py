@@ -2,13 +2,23 @@
 on an embedded PostgreSQL; `plan` then `run`, then the seed's before/after table.
 
 stdout keeps the JSON-lines contract (the table is also a `demo.table` event); the table is drawn
-for humans on stderr.
+for humans on stderr, in plain ASCII so its columns line up in any terminal.
+
+Interrupted (Ctrl-C or SIGTERM, at any point), the demo stops the embedded server, then deletes
+its data directory, prints `tenant-reconcile: interrupted (SIGINT|SIGTERM) ...` on stderr and exits
+128 + the signal: 130 for SIGINT, 143 for SIGTERM. `--keep` leaves the server running and prints
+both database URLs and the command that stops it.
 """
 
 from __future__ import annotations
 
+import shlex
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
@@ -77,9 +87,14 @@ def table_rows(prod: dict[str, Any], before: dict[str, Any], after: dict[str, An
             for tid in sorted(set(prod) | set(before) | set(after))]
 
 
+ABSENT = "absent"
+
+
 def render_table(rows: list[dict[str, Any]], report: Report) -> str:
+    """The seed's table, ASCII only (a wide glyph such as ❌ takes two terminal cells and shifts
+    every column after it)."""
     def mark(value: str | None) -> str:
-        return f"✓ {value}" if value else "❌"
+        return value or ABSENT
 
     outcome = {tid: "created" for tid in report.lists["created"]}
     outcome.update({u["id"]: "updated " + ", ".join(u["changes"]) for u in report.lists["updated"]})
@@ -95,33 +110,106 @@ def render_table(rows: list[dict[str, Any]], report: Report) -> str:
     return "\n".join(out)
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM during the demo. A KeyboardInterrupt, so everything unwinds as on Ctrl-C
+    (and the embedded server is stopped and removed on the way out)."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(self.name)
+
+
+@contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Interrupted, once: a second Ctrl-C while the demo cleans up is
+    ignored, so it cannot cut the cleanup short. Once the demo is over (cleaned up, about to exit),
+    late signals are ignored: there is nothing left to stop."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    raised = False
+
+    def handler(signum: int, _frame: Any) -> None:
+        nonlocal raised
+        if not raised:
+            raised = True
+            raise Interrupted(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def kept_message(server: Any, product_url: str, marketplace_url: str) -> str:
+    """What `--keep` prints on stderr: both URLs, ready to export, and the command that stops the
+    server and deletes its data (run as the server's own user when we are root: pg_ctl refuses root)."""
+    who = f" (pg_ctl runs as the server's user, {server.system_user})" if server.system_user else ""
+    return "\n".join([
+        f"tenant-reconcile: --keep: the embedded server is still running; its data is in {server.workdir}",
+        f"  export PRODUCT_DATABASE_URL={shlex.quote(product_url)}",
+        f"  export MARKETPLACE_DATABASE_URL={shlex.quote(marketplace_url)}",
+        f"stop it and delete its data with{who}:",
+        f"  {server.stop_command()}",
+    ])
+
+
 def run_demo(log_format: str = "json", keep: bool = False) -> int:
+    """The demo's exit code: the worst of its two runs, or 128 + the signal that interrupted it.
+    Meant to be the last thing the process does (it leaves SIGINT/SIGTERM ignored)."""
+    with _interruptible():
+        try:
+            return _run_demo(log_format, keep)
+        except Interrupted as exc:
+            print(f"tenant-reconcile: interrupted ({exc.name}); the embedded server was stopped and its "
+                  "data directory deleted", file=sys.stderr)
+            return 128 + exc.signum
+
+
+def _seed_plan_run(server: Any, log: Any, log_format: str, started: float) -> list[Report]:
+    product = DatabaseUrl.parse(server.url("keybuzz"), "product")
+    marketplace = DatabaseUrl.parse(server.url("keybuzz_backend"), "marketplace")
+    log.info("demo.server_started", product=product.display, marketplace=marketplace.display,
+             seconds=round(time.perf_counter() - started, 2))
+    load_seed(product, marketplace)
+    settings = Settings(product_url=product, marketplace_url=marketplace, log_format=log_format,
+                        connect_retry_s=0)
+    prod, before = read_tables(product, marketplace)
+    reports = []
+    for dry_run in (True, False):
+        run_id = new_run_id()
+        report = Report(run_id=run_id, mode="dry-run" if dry_run else "apply")
+        reports.append(run_reconcile(settings, RunOptions(dry_run=dry_run), get_logger(run_id=run_id), report))
+    _, after = read_tables(product, marketplace)
+    rows = table_rows(prod, before, after)
+    log.info("demo.table", rows=rows)
+    print("\n" + render_table(rows, reports[-1]) + "\n", file=sys.stderr)
+    return reports
+
+
+def _say_kept(server: Any, log: Any) -> None:
+    log.info("demo.kept", workdir=server.workdir, stop_command=server.stop_command())
+    print(kept_message(server, server.url("keybuzz"), server.url("keybuzz_backend")), file=sys.stderr)
+
+
+def _run_demo(log_format: str, keep: bool) -> int:
     from reconcile.embedded import embedded_postgres
 
     configure_logging(log_format)
     log = get_logger(demo=True)
     started = time.perf_counter()
     with embedded_postgres(keep=keep) as server:
-        product = DatabaseUrl.parse(server.url("keybuzz"), "product")
-        marketplace = DatabaseUrl.parse(server.url("keybuzz_backend"), "marketplace")
-        log.info("demo.server_started", product=product.display, marketplace=marketplace.display,
-                 seconds=round(time.perf_counter() - started, 2))
-        load_seed(product, marketplace)
-        settings = Settings(product_url=product, marketplace_url=marketplace, log_format=log_format,
-                            connect_retry_s=0)
-        prod, before = read_tables(product, marketplace)
-        reports = []
-        for dry_run in (True, False):
-            run_id = new_run_id()
-            report = Report(run_id=run_id, mode="dry-run" if dry_run else "apply")
-            reports.append(run_reconcile(settings, RunOptions(dry_run=dry_run), get_logger(run_id=run_id),
-                                         report))
-        _, after = read_tables(product, marketplace)
-        rows = table_rows(prod, before, after)
-        log.info("demo.table", rows=rows)
-        print("\n" + render_table(rows, reports[-1]) + "\n", file=sys.stderr)
+        try:
+            reports = _seed_plan_run(server, log, log_format, started)
+        except Exception:
+            if keep:  # kept for a look at what went wrong: say where it is and how to stop it
+                _say_kept(server, log)
+            raise
         if keep:
-            print(f"embedded server kept in {server.workdir}: product {server.url('keybuzz')}",
-                  file=sys.stderr)
+            _say_kept(server, log)
     log.info("demo.done", seconds=round(time.perf_counter() - started, 2))
     return max(exit_code_of(r) for r in reports)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -205,6 +206,44 @@ def _unchanged_ids(settings: Settings, report: Report) -> list[str]:
         engine.dispose()
 
 
+BACKLOG = 2048  # uvicorn's default
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def listen_sockets(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for every address `host` resolves to (as asyncio would bind them), bound
+    here rather than inside uvicorn, so that an address in use, or not ours, is a configuration
+    error in one line (exit 2) instead of a log line and uvicorn's exit 3."""
+    where = _address(host, port)
+
+    def reason(exc: OSError) -> str:
+        text = exc.strerror or str(exc)
+        return text[:1].lower() + text[1:]
+
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:  # socket.gaierror: a host name that does not resolve
+        raise ConfigError(f"cannot listen on {where}: {reason(exc)}") from None
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, sockaddr in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:  # one socket per family, as asyncio does
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(sockaddr)
+            sock.listen(BACKLOG)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise ConfigError(f"cannot listen on {where}: {reason(exc)}") from None
+    return sockets
+
+
 @click.command(epilog=EPILOG)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
@@ -229,9 +268,21 @@ def serve(ctx: click.Context, host: str, port: int, **flags: Any) -> None:
         import uvicorn
     except ImportError:
         fail("serve needs the http extra: pip install 'tenant-reconcile[http]'")
+    from uvicorn.main import STARTUP_FAILURE
+
     log = get_logger(component="http")
     if dev:
         log.warning("http.dev_mode", detail=f"{DEV_ENV}=true: requests are not authenticated")
+    sockets = listen_sockets(host, port)  # a port in use is exit 2 here, before anything says "listening"
     log.info("http.listening", host=host, port=port)
-    uvicorn.run(create_app(settings, key, dev, log), host=host, port=port, log_config=None, access_log=False,
-                server_header=False, date_header=False)
+    config = uvicorn.Config(create_app(settings, key, dev, log), host=host, port=port, log_config=None,
+                            access_log=False, server_header=False, date_header=False, backlog=BACKLOG)
+    try:
+        uvicorn.Server(config).run(sockets=sockets)
+    except SystemExit as exc:
+        if exc.code == STARTUP_FAILURE:  # uvicorn's 3 would read as "partial" (SPEC §4)
+            fail("internal error: the HTTP server could not start (see the log above)", 1)
+        raise
+    finally:
+        for sock in sockets:
+            sock.close()

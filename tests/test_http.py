@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -146,3 +147,20 @@ def test_key_from_a_file(dbs, tmp_path):
     with server(dbs.env(INBOUND_WEBHOOK_KEY_FILE=str(tmp_path / "key"))) as (client, _):
         assert client.get("/api/v1/tenants/status/x", headers={"X-Internal-Key": KEY}).status_code == 404
         assert client.get("/api/v1/tenants/status/x").status_code == 401
+
+
+def test_serve_on_a_port_in_use_exits_2_with_one_line_and_never_says_listening():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECONCILE_", "PRODUCT_", "MARKETPLACE_"))}
+    env.update({"PRODUCT_DATABASE_URL": "postgresql://u@127.0.0.1:9/product",  # never connected to
+                "MARKETPLACE_DATABASE_URL": "postgresql://u@127.0.0.1:9/marketplace",
+                "INBOUND_WEBHOOK_KEY": KEY})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--port", str(port), env=env, timeout=30)
+    assert result.code == 2, (result.code, result.stdout, result.stderr)
+    assert result.stderr.strip().splitlines() == [
+        f"tenant-reconcile: configuration error: cannot listen on 127.0.0.1:{port}: address already in use"]
+    assert "http.listening" not in result.stdout
+    assert all(e["event"] != "http.listening" for e in result.events)  # stdout is still JSON lines only

@@ -18,7 +18,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from reconcile.settings import _SPECS, ENV_MARKETPLACE_URL, ENV_PRODUCT_URL, load_settings
+from reconcile.settings import _SPECS, ENV_MARKETPLACE_URL, ENV_PRODUCT_URL, Settings, load_settings
 from reconcile.shard import MAX_SHARDS, Shard
 from tests.k8stools import (
     K8S,
@@ -356,7 +356,9 @@ def test_pod_templates_differ_only_where_documented() -> None:
             pod.pop(key, None)
         container = pod["containers"][0]
         container.pop("args")
-        container["env"] = [e for e in container["env"] if e["name"] != "RECONCILE_SHARD_COUNT"]
+        # The shard count, and the per-shard guard that goes with it (see the Indexed Job test).
+        container["env"] = [e for e in container["env"]
+                            if e["name"] not in ("RECONCILE_SHARD_COUNT", "RECONCILE_MAX_ARCHIVE")]
         return pod
 
     reference = normalized(WORKLOADS[0])
@@ -455,6 +457,8 @@ def test_indexed_job_shard_count_matches_completions_and_parallelism() -> None:
     # Fewer completions would leave shards unreconciled; fewer pods at once would serialize them.
     assert spec["completions"] == count
     assert spec["parallelism"] == count
+    # The guard is per run: the shards together must not archive more than one whole run may.
+    assert int(sharded.env()["RECONCILE_MAX_ARCHIVE"]) * count <= Settings().max_archive
 
 
 def test_deployment_runs_exactly_one_scheduler() -> None:

@@ -22,7 +22,7 @@ from reconcile.errors import ConfigError
 from tests.pgtools import REPO, run_cli
 from tests.test_operations import Proc
 
-ITERATIONS = 5
+ITERATIONS = 3
 EXIT_WITHIN_S = 5.0
 IDLE_CRON = "0 2 * * 0"  # never due while a test runs (unless it is Sunday 02:00 UTC)
 
