@@ -18,14 +18,14 @@ from typing import Any
 
 import psycopg2
 
-from reconcile.db import DatabaseUrl
+from reconcile.db import DatabaseUrl, url_with_secret
 from reconcile.schema import init_marketplace, init_product
 
 COPY_CHUNK = 1 << 20
 
 
 def dsn(db: DatabaseUrl) -> str:
-    return db.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return url_with_secret(db.url)
 
 
 @dataclass

@@ -67,6 +67,11 @@ class DatabaseUrl:
         return scrub_credentials(text)
 
 
+def url_with_secret(url: URL) -> str:
+    """`postgresql://user:password@host/db` as libpq takes it: for drivers and tools, never output."""
+    return url.set(drivername="postgresql").render_as_string(False)  # False: keep the password
+
+
 _SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
@@ -77,7 +82,7 @@ def _check_libpq_options(url: URL, name: str) -> None:
     from psycopg2.extensions import parse_dsn
 
     try:
-        options = parse_dsn(url.set(drivername="postgresql").render_as_string(hide_password=False))
+        options = parse_dsn(url_with_secret(url))
     except ProgrammingError as exc:
         detail = str(exc).strip().splitlines()[0].removeprefix("invalid dsn: ")
         raise ConfigError(f"{name} is not a valid database URL: {scrub_credentials(detail)}") from None
@@ -91,7 +96,7 @@ _PASSWORD_KV = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.I)
 
 
 def scrub_credentials(text: str) -> str:
-    """Blank `user:password@` in URLs and `password=...` pairs anywhere in a message."""
+    """Blank `user:password@` in URLs and `password = ...` pairs anywhere in a message."""
     text = _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
     return _PASSWORD_KV.sub(r"\1***", text)
 

