@@ -59,6 +59,19 @@ def load(ctx: click.Context, flags: dict[str, Any],
     return settings
 
 
+def load_with_databases(ctx: click.Context, flags: dict[str, Any], report_file: str | None = None) -> Settings:
+    """`load`, for a command that talks to both databases: both URLs, and a usable --report-file,
+    are checked here, before anything connects (exit 2)."""
+    from reconcile.report import check_report_path
+
+    settings = load(ctx, flags)
+    settings.require_product()
+    settings.require_marketplace()
+    if report_file:
+        check_report_path(report_file)
+    return settings
+
+
 def expected_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Map expected failures to one stderr line and their exit code."""
 
@@ -142,13 +155,9 @@ def _reconcile(ctx: click.Context, *, dry_run: bool, force: bool, report_file: s
                flags: dict[str, Any]) -> NoReturn:
     from jobs.signals import run_cancellable
     from reconcile.reconciler import exit_code_of
-    from reconcile.report import check_report_path, new_run_id
+    from reconcile.report import new_run_id
 
-    settings = load(ctx, flags)
-    settings.require_product()
-    settings.require_marketplace()
-    if report_file:
-        check_report_path(report_file)
+    settings = load_with_databases(ctx, flags, report_file)
     run_id = new_run_id()
     report = run_cancellable(lambda cancel: run_and_report(settings, dry_run=dry_run, force=force,
                                                            report_file=report_file, cancel=cancel, run_id=run_id))
@@ -243,13 +252,8 @@ def schedule(ctx: click.Context, run_now: bool, report_file: str | None, interva
     """Run `run` on a cron schedule, one run at a time, until SIGTERM/SIGINT (then exit 0)."""
     from jobs.scheduler import ScheduledRuns
     from reconcile.logs import get_logger
-    from reconcile.report import check_report_path
 
-    settings = load(ctx, flags)
-    settings.require_product()
-    settings.require_marketplace()
-    if report_file:
-        check_report_path(report_file)
+    settings = load_with_databases(ctx, flags, report_file)
     runs = ScheduledRuns(settings, lambda cancel, run_id: run_and_report(
         settings, dry_run=False, force=False, report_file=report_file, cancel=cancel, run_id=run_id),
         get_logger(component="schedule"), settings.schedule_stop_grace_s, interval_seconds)

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-from jobs.cli import EPILOG, expected_errors, fail, load, settings_options
+from jobs.cli import EPILOG, expected_errors, fail, load_with_databases, settings_options
 from reconcile.errors import ConfigError, ReconcileError, TenantNotFound
 from reconcile.report import Report
 from reconcile.settings import Settings, parse_countries
@@ -257,9 +257,7 @@ def serve(ctx: click.Context, host: str, port: int, **flags: Any) -> None:
     KEYBUZZ_DEV_MODE=true disables the check (and says so at startup)."""
     from reconcile.logs import get_logger
 
-    settings = load(ctx, flags)
-    settings.require_product()
-    settings.require_marketplace()
+    settings = load_with_databases(ctx, flags)
     key = read_key(os.environ)
     dev = dev_mode(os.environ)
     if key is None and not dev:

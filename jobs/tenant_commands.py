@@ -8,7 +8,7 @@ from typing import Any
 import click
 import orjson
 
-from jobs.cli import EPILOG, expected_errors, fail, load, settings_options
+from jobs.cli import EPILOG, expected_errors, fail, load_with_databases, settings_options
 from reconcile.settings import parse_countries
 
 
@@ -38,9 +38,7 @@ def sync(ctx: click.Context, tenant_id: str, country: str, no_inbound: bool, **f
     from reconcile.report import new_run_id
     from reconcile.tenant import NOT_FOUND, sync_tenant
 
-    settings = load(ctx, flags)
-    settings.require_product()
-    settings.require_marketplace()
+    settings = load_with_databases(ctx, flags)
     code = None
     if not no_inbound:
         countries = parse_countries(country, "--country")
@@ -69,9 +67,7 @@ def status(ctx: click.Context, tenant_id: str, **flags: Any) -> None:
     Read-only, takes no lock. Exit 0, or 4 when the tenant is in neither database."""
     from reconcile.tenant import tenant_status
 
-    settings = load(ctx, flags)
-    settings.require_product()
-    settings.require_marketplace()
+    settings = load_with_databases(ctx, flags)
     body, code = tenant_status(settings, tenant_id)
     _print(body)
     sys.exit(code)

@@ -19,7 +19,7 @@ from reconcile.db import DatabaseUrl, connect, engine_for, translate_db_errors
 from reconcile.diff import UnsortedInput, diff
 from reconcile.errors import DatabaseError, GuardTripped, LockHeld, ReconcileError
 from reconcile.plan import Plan, build_plan
-from reconcile.report import ABORTED, FAILED, LOCKED, Report, new_run_id, tally
+from reconcile.report import ABORTED, LOCKED, Report, new_run_id, tally
 from reconcile.settings import Settings
 from reconcile.shard import Shard
 from reconcile.snapshot import Snapshot, in_parallel, read_marketplace, read_product
@@ -85,8 +85,7 @@ def run_reconcile(settings: Settings, options: RunOptions, log: Any, report: Rep
     market_db = settings.require_marketplace()
     report = report or Report(run_id=new_run_id(), mode="dry-run" if options.dry_run else "apply",
                               shard=settings.shard.label, id_limit=settings.report_id_limit)
-    report.source = {"db": product_db.display, "tenants": 0}
-    report.target = {"db": market_db.display, "tenants": 0}
+    report.set_databases(product_db, market_db)
     started = time.perf_counter()
     log.info("reconcile.start", mode=report.mode, shard=report.shard,
              source=product_db.display, target=market_db.display)
@@ -101,18 +100,12 @@ def run_reconcile(settings: Settings, options: RunOptions, log: Any, report: Rep
     except ReconcileError as exc:
         if options.cancel is not None and options.cancel.requested and not isinstance(exc, Cancelled):
             exc = Cancelled(f"run stopped ({options.cancel.reason}); transaction rolled back, nothing written")
-        report.status = FAILED
-        report.extra["error"] = str(exc)
-        report.extra["exit_code"] = exc.exit_code
+        report.fail(str(exc), exc.exit_code)
     except UnsortedInput as exc:
-        report.status = FAILED
-        report.extra["error"] = f"{exc}; nothing was written"
-        report.extra["exit_code"] = 1
+        report.fail(f"{exc}; nothing was written", 1)
     except Exception as exc:  # unexpected: still one report, exit 1
         log.exception("reconcile.internal_error")
-        report.status = FAILED
-        report.extra["error"] = f"internal error: {type(exc).__name__}"
-        report.extra["exit_code"] = 1
+        report.fail(f"internal error: {type(exc).__name__}", 1)
     report.timings_ms["total"] = _ms(time.perf_counter() - started)
     report.emit(log)
     return report

@@ -89,6 +89,17 @@ class Report:
         body.update(self.extra)
         return body
 
+    def set_databases(self, product: Any, market: Any) -> None:
+        """Where the run reads and writes, as `host:port/db` (DatabaseUrl.display); counts come later."""
+        self.source = {"db": product.display, "tenants": 0}
+        self.target = {"db": market.display, "tenants": 0}
+
+    def fail(self, error: str, exit_code: int) -> None:
+        """The run failed: nothing was written; `error` is the one line the report carries."""
+        self.status = FAILED
+        self.extra["error"] = error
+        self.extra["exit_code"] = exit_code
+
     @property
     def level(self) -> str:
         return "info" if self.status == SUCCESS else "error" if self.status == FAILED else "warning"

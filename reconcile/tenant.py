@@ -63,10 +63,8 @@ def sync_tenant(settings: Settings, tenant_id: str, country: str | None, log: An
     try:
         found = _product_row(settings, tenant_id)
     except DatabaseError as exc:  # like a failed run: a report, then the seed's error shape
-        report.status = FAILED
-        report.extra["error"] = str(exc)
-        report.source = {"db": settings.require_product().display, "tenants": 0}
-        report.target = {"db": settings.require_marketplace().display, "tenants": 0}
+        report.set_databases(settings.require_product(), settings.require_marketplace())
+        report.fail(str(exc), exc.exit_code)
         report.emit(log.bind(tenant_id=tenant_id))
         return SyncResult({"success": False, "error": str(exc)}, exc.exit_code, report)
     if found is None:
