@@ -129,19 +129,24 @@ def reconcile_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def new_report(settings: Settings, run_id: str, dry_run: bool) -> Any:
+    from reconcile.report import Report
+
+    return Report(run_id=run_id, mode="dry-run" if dry_run else "apply", shard=settings.shard.label,
+                  id_limit=settings.report_id_limit)
+
+
 def run_and_report(settings: Settings, *, dry_run: bool, force: bool, report_file: str | None,
-                   cancel: Any, run_id: str) -> Any:
+                   cancel: Any, run_id: str, report: Any = None) -> Any:
     """One reconcile run as `run`, `plan` and each scheduled run do it: report on stdout, then the
     report file and the Pushgateway when asked for."""
     from reconcile.inbound import inbound_hook
     from reconcile.logs import get_logger
     from reconcile.metrics import push_report
     from reconcile.reconciler import RunOptions, run_reconcile
-    from reconcile.report import Report
 
     log = get_logger(run_id=run_id)
-    report = Report(run_id=run_id, mode="dry-run" if dry_run else "apply", shard=settings.shard.label,
-                    id_limit=settings.report_id_limit)
+    report = report or new_report(settings, run_id, dry_run)
     options = RunOptions(dry_run=dry_run, force=force, after_write=inbound_hook(settings), cancel=cancel)
     report = run_reconcile(settings, options, log, report)
     if report_file:
@@ -151,17 +156,37 @@ def run_and_report(settings: Settings, *, dry_run: bool, force: bool, report_fil
     return report
 
 
+def finish(report: Any) -> NoReturn:
+    """Exit with the run's code; a run that did not complete also says why in one stderr line
+    (stdout stays JSON only), so a terminal or a Job's events show it without parsing the report."""
+    from reconcile.reconciler import exit_code_of
+    from reconcile.report import PARTIAL, SUCCESS
+
+    code = exit_code_of(report)
+    if report.status not in (SUCCESS, PARTIAL):
+        error = report.extra.get("error", report.status)
+        click.echo(f"tenant-reconcile: {'configuration error: ' if code == 2 else ''}{error}", err=True)
+    sys.exit(code)
+
+
 def _reconcile(ctx: click.Context, *, dry_run: bool, force: bool, report_file: str | None,
                flags: dict[str, Any]) -> NoReturn:
     from jobs.signals import run_cancellable
-    from reconcile.reconciler import exit_code_of
+    from reconcile.logs import get_logger
     from reconcile.report import new_run_id
 
     settings = load_with_databases(ctx, flags, report_file)
     run_id = new_run_id()
+    report = new_report(settings, run_id, dry_run)
+
+    def overdue(message: str) -> None:  # the run is stuck after a signal: report for it, then exit 7
+        if report.fail_unless_emitted(message, 7, get_logger(run_id=run_id)) and report_file:
+            report.write_file(report_file, get_logger(run_id=run_id))
+
     report = run_cancellable(lambda cancel: run_and_report(settings, dry_run=dry_run, force=force,
-                                                           report_file=report_file, cancel=cancel, run_id=run_id))
-    sys.exit(exit_code_of(report))
+                                                           report_file=report_file, cancel=cancel, run_id=run_id,
+                                                           report=report), overdue)
+    finish(report)
 
 
 @cli.command(epilog=EPILOG)

@@ -13,8 +13,11 @@ from reconcile.settings import parse_countries
 
 
 def _print(body: dict[str, Any]) -> None:
-    sys.stdout.buffer.write(orjson.dumps(body) + b"\n")
-    sys.stdout.flush()
+    from reconcile.logs import stdout_bytes
+
+    out = stdout_bytes()
+    out.write(orjson.dumps(body) + b"\n")
+    out.flush()
 
 
 @click.command(epilog=EPILOG)

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from reconcile import copytext
 from reconcile.mapping import ARCHIVED_MARK, SLUG_CONFLICT, Mapping, slug_for
+from reconcile.pgcopy import Query, copy_in
 from reconcile.plan import ActionSpool, Plan
 from reconcile.shard import Shard
 
@@ -39,7 +40,9 @@ SELECT DISTINCT ON (id) id, slug, holder, existing FROM bad ORDER BY id, existin
 
 _NOW = "timezone('UTC', statement_timestamp())"
 
-# Each statement returns the planned ids it could NOT apply: the compare-and-set conflicts.
+# Each statement returns the planned ids it could NOT apply: the compare-and-set conflicts. The
+# comparisons are NULL-safe: a marketplace column holding NULL (where NOT NULL was dropped) is
+# matched as read and repaired, instead of failing the compare-and-set every night.
 _WRITE_CREATES = f"""
 WITH done AS (
     INSERT INTO "Tenant" (id, slug, name, plan, status, "createdAt", "updatedAt")
@@ -56,7 +59,8 @@ WITH done AS (
     SET name = u.new_name, plan = u.new_plan::"BillingPlan", status = u.new_status::"TenantStatus",
         "updatedAt" = {_NOW}
     FROM rc_update u
-    WHERE t.id = u.id AND t.name = u.name AND t.plan::text = u.plan AND t.status::text = u.status
+    WHERE t.id = u.id AND t.name IS NOT DISTINCT FROM u.name AND t.plan::text IS NOT DISTINCT FROM u.plan
+      AND t.status::text IS NOT DISTINCT FROM u.status
     RETURNING t.id
 )
 SELECT u.id FROM rc_update u WHERE NOT EXISTS (SELECT 1 FROM done WHERE done.id = u.id)
@@ -67,7 +71,8 @@ WITH done AS (
     UPDATE "Tenant" t
     SET status = 'CLOSED', "updatedAt" = {_NOW}
     FROM rc_archive a
-    WHERE t.id = a.id AND t.name = a.name AND t.plan::text = a.plan AND t.status::text = a.status
+    WHERE t.id = a.id AND t.name IS NOT DISTINCT FROM a.name AND t.plan::text IS NOT DISTINCT FROM a.plan
+      AND t.status::text IS NOT DISTINCT FROM a.status
     RETURNING t.id
 )
 SELECT a.id FROM rc_archive a WHERE NOT EXISTS (SELECT 1 FROM done WHERE done.id = a.id)
@@ -86,21 +91,19 @@ class Outcome:
         return sum(len(ids) for ids in self.conflicts.values())
 
 
-def _copy_in(dbapi_conn: object, table: str, spool: ActionSpool) -> None:
+def _load(conn: sa.Connection, table: str, spool: ActionSpool) -> None:
     if spool.count:
-        with dbapi_conn.cursor() as cur:  # type: ignore[attr-defined]
-            cur.copy_expert(f"COPY {table} FROM STDIN", spool.rewind(), size=1 << 20)
-            cur.execute(f"ANALYZE {table}")
+        copy_in(conn, table, spool.rewind())
+        conn.exec_driver_sql(f"ANALYZE {table}")
 
 
 def stage(conn: sa.Connection, plan: Plan) -> None:
     """Load the plan into session temp tables and turn slug conflicts into row errors."""
     for table, columns in _TEMP_TABLES.items():
         conn.exec_driver_sql(f"CREATE TEMP TABLE {table} ({columns}) ON COMMIT DROP")
-    dbapi_conn = conn.connection.dbapi_connection
-    _copy_in(dbapi_conn, "rc_create", plan.creates)
-    _copy_in(dbapi_conn, "rc_update", plan.updates)
-    _copy_in(dbapi_conn, "rc_archive", plan.archives)
+    _load(conn, "rc_create", plan.creates)
+    _load(conn, "rc_update", plan.updates)
+    _load(conn, "rc_archive", plan.archives)
     if plan.creates.count:
         for tenant_id, slug, holder, existing in conn.exec_driver_sql(_SLUG_CONFLICTS):
             detail = (f"slug {slug!r} is already used by marketplace tenant {holder!r}" if existing
@@ -127,13 +130,15 @@ def cross_shard_slug_conflicts(product: sa.Connection, market: sa.Connection, pl
     if not creates or shard.whole:
         return
     slugs = sorted(set(creates.values()))
-    where = f"NOT ({shard.sql_predicate()}) AND lower(replace(id, '_', '-')) = ANY(:slugs)"
-    rivals = [r for r in product.execute(sa.text(mapping.product_select_sql(where)), {"slugs": slugs})
+    where = Query(f"NOT ({shard.sql_predicate()}) AND lower(replace(id, '_', '-')) = ANY(%(slugs)s)",
+                  {"slugs": slugs})
+    query = mapping.product_select_sql(where)
+    rivals = [r for r in product.exec_driver_sql(query.sql, query.params)
               if not r[4] and r[3] != ARCHIVED_MARK and slug_for(r[0]) in creates.values()]
     if not rivals:
         return
-    present = set(market.execute(sa.text('SELECT id FROM "Tenant" WHERE id = ANY(:ids)'),
-                                 {"ids": [r[0] for r in rivals]}).scalars())
+    present = set(market.exec_driver_sql('SELECT id FROM "Tenant" WHERE id = ANY(%(ids)s)',
+                                         {"ids": [r[0] for r in rivals]}).scalars())
     new_rivals = [r[0] for r in rivals if r[0] not in present]
     lost = []
     for tenant_id, slug in creates.items():
@@ -144,4 +149,4 @@ def cross_shard_slug_conflicts(product: sa.Connection, market: sa.Connection, pl
                 tenant_id, SLUG_CONFLICT, f"slug {slug!r} is also the slug of {winner!r}, a new tenant of "
                                           "another shard (the smallest id keeps it)"]))
     if lost:
-        market.execute(sa.text("DELETE FROM rc_create WHERE id = ANY(:ids)"), {"ids": lost})
+        market.exec_driver_sql("DELETE FROM rc_create WHERE id = ANY(%(ids)s)", {"ids": lost})

@@ -28,13 +28,13 @@ def escape(value: bytes) -> bytes:
     return _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group(0)], value)
 
 
-def split(line: bytes) -> list[bytes]:
-    """Fields of one line, still escaped (the trailing newline is dropped)."""
-    return line.rstrip(b"\n").split(b"\t")
-
-
 def decode(field: bytes) -> str:
     return unescape(field).decode("utf-8")
+
+
+def value(field: bytes) -> str | None:
+    """A field as Python: None for NULL (a marketplace column may hold NULL where NOT NULL was dropped)."""
+    return None if field == NULL else decode(field)
 
 
 def encode(value: str) -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,15 +101,26 @@ def scrub_credentials(text: str) -> str:
     return _PASSWORD_KV.sub(r"\1***", text)
 
 
+# The server checks this often that the client of a running statement is still there, so the
+# backend of a killed run stops (and drops its advisory lock) at once instead of at its next write.
+CLIENT_CHECK_INTERVAL_MS = 250
+
+
 def engine_for(db: DatabaseUrl, *, connect_timeout_s: int = 10, statement_timeout_ms: int = 0,
-               lock_timeout_ms: int = 0, application_name: str = "tenant-reconcile") -> sa.Engine:
-    """An engine without a pool: a batch job opens few connections and must not keep any."""
+               lock_timeout_ms: int = 0, network_timeout_s: float = 30.0,
+               application_name: str = "tenant-reconcile") -> sa.Engine:
+    """An engine without a pool (a batch job opens few connections and must not keep any) whose
+    every wait is bounded client side: connect by `connect_timeout_s`; reads and writes by TCP
+    keepalives, `tcp_user_timeout` and the watchdog, all from `network_timeout_s`."""
+    from reconcile.watchdog import watched_connection_class
+
     options = "-c timezone=UTC"
     if statement_timeout_ms:
         options += f" -c statement_timeout={int(statement_timeout_ms)}"
     if lock_timeout_ms:
         options += f" -c lock_timeout={int(lock_timeout_ms)}"
-    return sa.create_engine(
+    network_s = max(float(network_timeout_s), 1.0)
+    engine = sa.create_engine(
         db.url,
         poolclass=NullPool,
         hide_parameters=True,
@@ -117,8 +128,33 @@ def engine_for(db: DatabaseUrl, *, connect_timeout_s: int = 10, statement_timeou
             "connect_timeout": int(connect_timeout_s),
             "options": options,
             "application_name": application_name,
+            "client_encoding": "UTF8",
+            "keepalives": 1,
+            "keepalives_idle": max(1, int(network_s / 3)),
+            "keepalives_interval": max(1, int(network_s / 6)),
+            "keepalives_count": 3,
+            "tcp_user_timeout": int(network_s * 1000),
+            "connection_factory": watched_connection_class(url_with_secret(db.url), db.display, network_s,
+                                                           connect_timeout_s),
         },
     )
+    sa.event.listen(engine, "connect", _on_connect)
+    return engine
+
+
+def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    """Session settings that depend on the server version (an unknown one would refuse the login)."""
+    if dbapi_connection.server_version >= 140000:
+        with dbapi_connection.cursor() as cur:
+            cur.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_INTERVAL_MS}")
+        dbapi_connection.commit()  # end the implicit transaction: isolation levels are set outside one
+
+
+def quietly(action: Any) -> None:
+    """Run a cleanup step (rollback, close) whose failure must not hide the error being handled:
+    on a connection that is already gone, these raise too."""
+    with suppress(Exception):
+        action()
 
 
 def describe_db_error(exc: BaseException, db: DatabaseUrl | None = None) -> str:
@@ -133,10 +169,13 @@ def translate_db_errors(what: str, db: DatabaseUrl) -> Iterator[None]:
     """Turn driver errors into DatabaseError (exit 7) naming the database, never its password."""
     import psycopg2
 
+    from reconcile.watchdog import WATCHDOG
+
     try:
         yield
-    except (sa.exc.DBAPIError, psycopg2.Error) as exc:
-        raise DatabaseError(f"{what} ({db.display}): {describe_db_error(exc, db)}") from exc
+    except (sa.exc.DBAPIError, sa.exc.PendingRollbackError, sa.exc.ResourceClosedError, psycopg2.Error) as exc:
+        cause = WATCHDOG.cut_reason(db.display) or describe_db_error(exc, db)
+        raise DatabaseError(f"{what} ({db.display}): {cause}") from exc
 
 
 _PERMANENT = ("password authentication failed", "does not exist", "no pg_hba.conf entry",
@@ -151,12 +190,18 @@ def _transient(exc: BaseException) -> bool:
     return not any(marker in text for marker in _PERMANENT)
 
 
-def connect(engine: sa.Engine, db: DatabaseUrl, *, retry_s: float, what: str, log: Any = None) -> sa.Connection:
+def connect(engine: sa.Engine, db: DatabaseUrl, *, retry_s: float, what: str, log: Any = None,
+            cancel: Any = None) -> sa.Connection:
     """Connect, retrying transient failures with exponential backoff for at most `retry_s` seconds
-    in all (the last wait is cut short so the bound holds)."""
+    in all (the last wait is cut short so the bound holds). A stop request (`cancel`, a
+    Cancellation) ends the waiting between attempts at once."""
     import tenacity
 
     deadline = time.monotonic() + retry_s
+
+    def give_up(state: tenacity.RetryCallState) -> bool:
+        stopping = cancel is not None and cancel.requested
+        return stopping or retry_s <= 0 or time.monotonic() >= deadline
 
     def wait(state: tenacity.RetryCallState) -> float:
         backoff = min(0.25 * 2 ** (state.attempt_number - 1), 4.0)
@@ -171,7 +216,8 @@ def connect(engine: sa.Engine, db: DatabaseUrl, *, retry_s: float, what: str, lo
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(_transient),
         wait=wait,
-        stop=(lambda state: time.monotonic() >= deadline) if retry_s > 0 else tenacity.stop_after_attempt(1),
+        stop=give_up,
+        sleep=cancel.wait if cancel is not None else time.sleep,
         before_sleep=announce,
         reraise=True,
     )

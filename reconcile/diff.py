@@ -12,6 +12,8 @@ Actions are small tuples; statistics are derived from the stream by whoever cons
     (ARCHIVE, p, m)
     (ORPHAN, m)
     (ERROR, p, in_marketplace)  p[4] holds the error code
+    (SKIP, fields)              a tenant on the skip list (product fields, or marketplace fields of
+                                an orphan): left untouched
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Iterable, Iterator
 from typing import Final
 
 from reconcile.copytext import unescape
-from reconcile.mapping import ARCHIVED_MARK, CLOSED
+from reconcile.mapping import ARCHIVED_MARK, CLOSED, SKIPPED
 
 UNCHANGED: Final = "unchanged"
 CREATE: Final = "create"
@@ -28,12 +30,14 @@ UPDATE: Final = "update"
 ARCHIVE: Final = "archive"
 ORPHAN: Final = "orphan"
 ERROR: Final = "error"
+SKIP: Final = "skip"
 
 Fields = list[bytes]
 Action = tuple
 
 _ARCHIVED = ARCHIVED_MARK.encode()
 _CLOSED = CLOSED.encode()
+_SKIPPED = SKIPPED.encode()
 ID, NAME, PLAN, STATUS, ERR = range(5)
 
 
@@ -47,7 +51,7 @@ def _key(escaped_id: bytes) -> bytes:
 
 def _product_only(p: Fields) -> Action | None:
     if p[ERR]:
-        return (ERROR, p, False)
+        return (SKIP, p) if p[ERR] == _SKIPPED else (ERROR, p, False)
     if p[STATUS] == _ARCHIVED:
         return None  # archived and absent: nothing to do
     return (CREATE, p)
@@ -55,14 +59,21 @@ def _product_only(p: Fields) -> Action | None:
 
 def _both(p: Fields, m: Fields) -> Action | None:
     if p[ERR]:
-        return (ERROR, p, True)
+        return (SKIP, p) if p[ERR] == _SKIPPED else (ERROR, p, True)
     if p[STATUS] == _ARCHIVED:
         return (ARCHIVE, p, m) if m[STATUS] != _CLOSED else None
     return (UPDATE, p, m)
 
 
-def diff(product: Iterable[bytes], marketplace: Iterable[bytes]) -> Iterator[Action]:
-    """Merge-join two streams of COPY lines, each sorted by id bytewise (`COLLATE "C"`)."""
+def _orphan(m: Fields, skip: frozenset[bytes]) -> Action:
+    return (SKIP, m) if skip and _key(m[ID]) in skip else (ORPHAN, m)
+
+
+def diff(product: Iterable[bytes], marketplace: Iterable[bytes],
+         skip: frozenset[bytes] = frozenset()) -> Iterator[Action]:
+    """Merge-join two streams of COPY lines, each sorted by id bytewise (`COLLATE "C"`). Product
+    tenants on the skip list arrive marked by the snapshot query; `skip` (UTF-8 ids) catches the
+    orphans among them."""
     pit = iter(product)
     mit = iter(marketplace)
     p = next(pit, None)
@@ -90,7 +101,7 @@ def diff(product: Iterable[bytes], marketplace: Iterable[bytes]) -> Iterator[Act
             action = _product_only(pf)
             p = next(pit, None)
         else:
-            action = (ORPHAN, mf)
+            action = _orphan(mf, skip)
             m = next(mit, None)
         if action is None:
             run += 1
@@ -112,5 +123,5 @@ def diff(product: Iterable[bytes], marketplace: Iterable[bytes]) -> Iterator[Act
     if run:
         yield (UNCHANGED, run)
     while m is not None:
-        yield (ORPHAN, m[:-1].split(b"\t"))
+        yield _orphan(m[:-1].split(b"\t"), skip)
         m = next(mit, None)

@@ -22,7 +22,15 @@ class GuardTripped(ReconcileError):
 
 
 class LockHeld(ReconcileError):
+    """Another run holds the lock; `holder` names the oldest holder (pid, application_name, client
+    address, since when) when the server could tell."""
+
     exit_code = 6
+
+    def __init__(self, message: str, holder: dict[str, object] | None = None, holders: int = 0) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.holders = holders
 
 
 class DatabaseError(ReconcileError):

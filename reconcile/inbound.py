@@ -13,20 +13,22 @@ from __future__ import annotations
 
 import json
 import secrets
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 import sqlalchemy as sa
 
-from reconcile import copytext
 from reconcile.cancel import Cancellation
 from reconcile.db import DatabaseUrl, connect, translate_db_errors
+from reconcile.errors import DatabaseError
 from reconcile.mapping import INVALID_ID_FOR_EMAIL
-from reconcile.reconciler import AfterWrite, HookContext, scope_predicate
+from reconcile.pgcopy import Query, copy_in, copy_out
+from reconcile.reconciler import AfterWrite, HookContext
+from reconcile.scope import Scope
 from reconcile.settings import Settings
-from reconcile.shard import Shard
+from reconcile.tempfiles import temp_file, temp_space
+from reconcile.watchdog import WatchedConnection
 
 EMAIL_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]*$"
 TOKEN_ALPHABET = b"abcdefghijklmnopqrstuvwxyz0123456789"
@@ -34,6 +36,9 @@ TOKEN_LENGTH = 6
 CONNECTION_MARKETPLACE = "amazon"
 ADDRESS_MARKETPLACE = "AMAZON"
 _SAMPLE = 20
+# The candidate scan is waited for at most this long once the run is done with it (its connection is
+# cut first); while the run needs it, the watchdog and statement_timeout bound it.
+SCAN_JOIN_BOUND_S = 15.0
 
 # 252 = 7 * 36: dropping bytes >= 252 leaves every alphabet letter equally likely.
 _TOKEN_TABLE = bytes(TOKEN_ALPHABET[b % 36] if b < 252 else 0 for b in range(256))
@@ -50,10 +55,6 @@ def tokens(count: int) -> Iterator[bytes]:
         pool += secrets.token_bytes(need - len(pool) + 16).translate(_TOKEN_TABLE, _TOKEN_DROP)
     for start in range(0, need, TOKEN_LENGTH):
         yield pool[start:start + TOKEN_LENGTH]
-
-
-def email(tenant_id: str, country: str, token: str, domain: str) -> str:
-    return f"amazon.{tenant_id}.{country.lower()}.{token}@{domain}"
 
 
 def inbound_hook(settings: Settings, countries: tuple[str, ...] | None = None) -> AfterWrite | None:
@@ -78,26 +79,24 @@ class InboundEnsurer:
         self.retry_s = retry_s
         self._candidates: IO[bytes] | None = None
         self._thread: threading.Thread | None = None
+        self._connection: object | None = None
         self._error: BaseException | None = None
 
-    def prepare(self, engine: sa.Engine, db: DatabaseUrl, shard: Shard, tenant_id: str | None,
+    def prepare(self, engine: sa.Engine, db: DatabaseUrl, scope: Scope,
                 cancel: Cancellation | None = None) -> Callable[[], None]:
-        def scope(column: str = "id") -> str:
-            return scope_predicate(shard, tenant_id, column)
-
         def scan() -> None:
             try:
-                with connect(engine, db, retry_s=self.retry_s, what="marketplace") as conn, \
+                with connect(engine, db, retry_s=self.retry_s, what="marketplace", cancel=cancel) as conn, \
                         translate_db_errors("inbound scan failed", db), conn.begin():
+                    self._connection = conn.connection.dbapi_connection
                     if cancel is not None:
-                        cancel.register(conn.connection.dbapi_connection)
+                        cancel.register(self._connection)
                     unique = _connection_unique(conn)
                     for statement in _AGGREGATE_SESSION:
                         conn.exec_driver_sql(statement)
-                    spool: IO[bytes] = tempfile.TemporaryFile()
+                    spool = temp_file()
                     self._candidates = spool
-                    with conn.connection.dbapi_connection.cursor() as cur:
-                        cur.copy_expert(f"COPY ({_candidates_sql(scope, self.countries, unique)}) TO STDOUT", spool)
+                    copy_out(conn, _candidates_sql(scope, self.countries, unique), spool)
             except BaseException as exc:  # handed to the run's thread in __call__
                 self._error = exc
 
@@ -105,18 +104,33 @@ class InboundEnsurer:
         self._thread.start()
         return self._close
 
+    def _join(self) -> None:
+        if self._thread is None:
+            return
+        self._thread.join(SCAN_JOIN_BOUND_S)
+        if self._thread.is_alive():
+            raise DatabaseError(f"the inbound scan did not finish within {SCAN_JOIN_BOUND_S:g}s after the run")
+
     def _close(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-        if self._candidates is not None:
-            self._candidates.close()
+        """After the run, however it ended: a scan still going is cut, then waited for (bounded)."""
+        connection = self._connection
+        if self._thread is not None and self._thread.is_alive() and isinstance(connection, WatchedConnection):
+            connection.abort("the run ended before the inbound scan")
+        try:
+            self._join()
+        finally:
+            if self._candidates is not None:
+                self._candidates.close()
 
     def __call__(self, ctx: HookContext) -> Callable[[], None] | None:
         if self._thread is None:  # not prepared (a caller outside run_reconcile): scan now, in the transaction
             self._candidates = _copy_out(ctx, _candidates_sql(ctx.scope, self.countries,
                                                                _connection_unique(ctx.conn)))[0]
         else:
-            self._thread.join()
+            # The scan's own statement_timeout and the watchdog bound it; the join bound is a backstop.
+            self._thread.join(SCAN_JOIN_BOUND_S + ctx.network_timeout_s)
+            if self._thread.is_alive():
+                raise DatabaseError("the inbound scan did not finish in time")
             if self._error is not None:
                 raise self._error
         assert self._candidates is not None
@@ -124,34 +138,37 @@ class InboundEnsurer:
         return ensure(ctx, self.countries, self.domain, self._candidates)
 
 
-def _candidates_sql(scope_of: Callable[..., str], countries: tuple[str, ...], connection_unique: bool) -> str:
+def _candidates_sql(scope: Scope, countries: tuple[str, ...], connection_unique: bool) -> Query:
     """Tenants in scope, not CLOSED, whose inbound rows need a look: not exactly one address per
     country (any spelling), or an amazon connection lacking a country, spelled otherwise than
     `amazon` (a possible duplicate), or, when no unique constraint rules it out, duplicated.
     One scan of each table and one hash aggregate over the addresses: the whole cost of a run
     where nothing is missing. Canonical spellings are tested first so most rows skip the
-    case-folding calls."""
-    wanted = json.dumps(list(countries))
-    scope = scope_of('"tenantId"')
-    canonical = " ".join(f"WHEN '{c}' THEN '{c}'" for c in countries)
-    per_country = " AND ".join(f"count(*) FILTER (WHERE k = '{c}') = 1" for c in countries)
+    case-folding calls. Countries are bound parameters."""
+    tenants = scope.where("id")
+    by_tenant = scope.where('"tenantId"')
+    params = {**tenants.params, **by_tenant.params, "wanted": json.dumps(list(countries))}
+    canonical = " ".join(f"WHEN %(cc_{i})s THEN %(cc_{i})s" for i in range(len(countries)))
+    per_country = " AND ".join(f"count(*) FILTER (WHERE k = %(cc_{i})s) = 1" for i in range(len(countries)))
+    params.update({f"cc_{i}": code for i, code in enumerate(countries)})
     amazon = "(marketplace = '{0}' OR lower(marketplace COLLATE \"C\") = 'amazon')"
     duplicated = "" if connection_unique else f"""
-        UNION ALL SELECT "tenantId" FROM inbound_connections WHERE ({scope}) AND {amazon.format("amazon")}
+        UNION ALL SELECT "tenantId" FROM inbound_connections WHERE ({by_tenant.sql}) AND {amazon.format("amazon")}
         GROUP BY "tenantId" HAVING count(*) > 1"""
-    return f"""
-        SELECT id FROM "Tenant" e WHERE ({scope_of()}) AND status <> 'CLOSED' AND NOT EXISTS (
+    return Query(f"""
+        SELECT id FROM "Tenant" e WHERE ({tenants.sql}) AND status <> 'CLOSED' AND NOT EXISTS (
             SELECT 1 FROM (
                 SELECT "tenantId" AS t FROM (
                     SELECT "tenantId", CASE country {canonical} ELSE upper(country COLLATE "C") END AS k
-                    FROM inbound_addresses WHERE ({scope}) AND {amazon.format("AMAZON")}
+                    FROM inbound_addresses WHERE ({by_tenant.sql}) AND {amazon.format("AMAZON")}
                 ) addresses
                 GROUP BY "tenantId" HAVING {per_country}
             ) complete WHERE complete.t = e.id)
         UNION
         SELECT "tenantId" FROM inbound_connections
-        WHERE ({scope}) AND {amazon.format("amazon")} AND (marketplace <> 'amazon' OR NOT countries @> '{wanted}')
-        {duplicated}"""
+        WHERE ({by_tenant.sql}) AND {amazon.format("amazon")}
+          AND (marketplace <> 'amazon' OR NOT countries @> CAST(%(wanted)s AS jsonb))
+        {duplicated}""", params)
 
 
 def _connection_unique(conn: sa.Connection) -> bool:
@@ -173,17 +190,11 @@ _AGGREGATE_SESSION = ("SET LOCAL enable_sort = off", "SET LOCAL jit = off",
                       "SET LOCAL max_parallel_workers_per_gather = 0", "SET LOCAL work_mem = '128MB'")
 
 
-def _copy_in(ctx: HookContext, table: str, lines: IO[bytes]) -> None:
-    with ctx.conn.connection.dbapi_connection.cursor() as cur:
-        cur.copy_expert(f"COPY {table} FROM STDIN", lines, size=1 << 20)
-
-
-def _copy_out(ctx: HookContext, query: str) -> tuple[IO[bytes], int]:
-    spool: IO[bytes] = tempfile.TemporaryFile()
-    with ctx.conn.connection.dbapi_connection.cursor() as cur:
-        cur.copy_expert(f"COPY ({query}) TO STDOUT", spool, size=1 << 20)
-        rows = cur.rowcount
-    spool.seek(0)
+def _copy_out(ctx: HookContext, query: Query) -> tuple[IO[bytes], int]:
+    spool = temp_file()
+    rows = copy_out(ctx.conn, query, spool)
+    with temp_space():
+        spool.seek(0)
     return spool, rows
 
 
@@ -202,17 +213,18 @@ def ensure(ctx: HookContext, countries: tuple[str, ...], domain: str,
     _sql(ctx, "SET LOCAL work_mem = '128MB'")
 
     _sql(ctx, "CREATE TEMP TABLE rc_candidates (id text) ON COMMIT DROP")
-    _copy_in(ctx, "rc_candidates", candidates)
+    copy_in(ctx.conn, "rc_candidates", candidates)
     _sql(ctx, """INSERT INTO rc_candidates SELECT id FROM rc_create
                  UNION ALL SELECT id FROM rc_update WHERE status = 'CLOSED' AND new_status <> 'CLOSED'""")
     # Not eligible: orphans and row errors.
     _sql(ctx, "CREATE TEMP TABLE rc_excluded (id text) ON COMMIT DROP")
-    with tempfile.TemporaryFile() as excluded:
-        for spool in (plan.orphan_spool, plan.errors):
-            for line in spool.rewind():
-                excluded.write(line.split(b"\t", 1)[0].rstrip(b"\n") + b"\n")
-        excluded.seek(0)
-        _copy_in(ctx, "rc_excluded", excluded)
+    with temp_file() as excluded:
+        with temp_space():
+            for spool in (plan.orphan_spool, plan.errors):
+                for line in spool.rewind():
+                    excluded.write(line.split(b"\t", 1)[0].rstrip(b"\n") + b"\n")
+            excluded.seek(0)
+        copy_in(ctx.conn, "rc_excluded", excluded)
     _sql(ctx, "ANALYZE rc_candidates")
     _sql(ctx, "ANALYZE rc_excluded")
     if ctx.dry_run:
@@ -229,11 +241,12 @@ def ensure(ctx: HookContext, countries: tuple[str, ...], domain: str,
     _sql(ctx, f"""CREATE TEMP TABLE rc_eligible ON COMMIT DROP AS
                   SELECT id FROM ({after_run}) t WHERE status <> 'CLOSED'
                   AND NOT EXISTS (SELECT 1 FROM rc_excluded e WHERE e.id = t.id)""")
-    bad_ids = _sql(ctx, f"DELETE FROM rc_eligible WHERE id !~ '{EMAIL_ID_PATTERN}' RETURNING id").scalars().all()
+    bad_ids = _sql(ctx, "DELETE FROM rc_eligible WHERE id !~ %(pattern)s RETURNING id",
+                   {"pattern": EMAIL_ID_PATTERN}).scalars().all()
     for tenant_id in sorted(bad_ids):
-        plan.errors.add(copytext.line_of([tenant_id, INVALID_ID_FOR_EMAIL,
-                                          "id cannot be part of an e-mail address (allowed: letters, digits, "
-                                          "'_' and '-', starting with a letter or digit)"]))
+        ctx.report.add_inbound_error(tenant_id, INVALID_ID_FOR_EMAIL,
+                                     "id cannot be part of an e-mail address (allowed: letters, digits, "
+                                     "'_' and '-', starting with a letter or digit)", log)
     _sql(ctx, "ANALYZE rc_eligible")
 
     # One connection per tenant: the oldest existing one, in any spelling of `amazon`.
@@ -271,12 +284,13 @@ def ensure(ctx: HookContext, countries: tuple[str, ...], domain: str,
     created_connections = _sql(ctx, f"""
         WITH made AS (
             INSERT INTO inbound_connections (id, "tenantId", marketplace, countries, status, "createdAt", "updatedAt")
-            SELECT replace(gen_random_uuid()::text, '-', ''), e.id, '{CONNECTION_MARKETPLACE}',
+            SELECT replace(gen_random_uuid()::text, '-', ''), e.id, %(connection_marketplace)s,
                    CAST(%(countries_json)s AS jsonb), 'DRAFT', {_NOW}, {_NOW}
             FROM rc_eligible e WHERE NOT EXISTS (SELECT 1 FROM rc_conn c WHERE c.tenant_id = e.id)
             ON CONFLICT DO NOTHING
             RETURNING "tenantId", id)
-        INSERT INTO rc_conn (tenant_id, conn_id, n) SELECT "tenantId", id, 1 FROM made""", params).rowcount
+        INSERT INTO rc_conn (tenant_id, conn_id, n) SELECT "tenantId", id, 1 FROM made""",
+        {**params, "connection_marketplace": CONNECTION_MARKETPLACE}).rowcount
     # Extend (never replace) the countries of the connections that lack some. An entry spelled
     # otherwise ("fr") stays, and the canonical "FR" is added beside it: readers look for "FR".
     extended = _sql(ctx, f"""
@@ -296,23 +310,22 @@ def ensure(ctx: HookContext, countries: tuple[str, ...], domain: str,
         log.warning("inbound.countries_not_an_array", count=len(not_arrays), tenant_ids=list(not_arrays[:_SAMPLE]),
                     detail="the connection's countries is not a JSON array; left as it is, addresses still ensured")
 
-    assert all(len(c) == 2 and c.isalpha() and c.isupper() for c in countries)  # validated by settings
-    missing, missing_count = _copy_out(ctx, """SELECT c.tenant_id, c.conn_id, x.cc FROM rc_conn c
-                                CROSS JOIN unnest(ARRAY[{}]::text[]) x(cc)
+    missing, missing_count = _copy_out(ctx, Query("""SELECT c.tenant_id, c.conn_id, x.cc FROM rc_conn c
+                                CROSS JOIN unnest(%(countries)s::text[]) x(cc)
                                 WHERE NOT EXISTS (SELECT 1 FROM rc_addr_have h
-                                                  WHERE h.tenant_id = c.tenant_id AND h.country = x.cc)
-                             """.format(", ".join(f"'{c}'" for c in countries)))
+                                                  WHERE h.tenant_id = c.tenant_id AND h.country = x.cc)""",
+                                                    {"countries": list(countries)}))
     new_rows = _with_tokens(missing, missing_count, domain)
     missing.close()
     _sql(ctx, """CREATE TEMP TABLE rc_addr_new (tenant_id text, conn_id text, country text, token text,
                                                email text) ON COMMIT DROP""")
-    _copy_in(ctx, "rc_addr_new", new_rows)
+    copy_in(ctx.conn, "rc_addr_new", new_rows)
     inserted = _sql(ctx, f"""
         INSERT INTO inbound_addresses (id, "connectionId", "tenantId", marketplace, country, token, "emailAddress",
                                        "createdAt", "updatedAt")
-        SELECT replace(gen_random_uuid()::text, '-', ''), conn_id, tenant_id, '{ADDRESS_MARKETPLACE}', country, token,
+        SELECT replace(gen_random_uuid()::text, '-', ''), conn_id, tenant_id, %(address_marketplace)s, country, token,
                email, {_NOW}, {_NOW}
-        FROM rc_addr_new ON CONFLICT DO NOTHING""").rowcount
+        FROM rc_addr_new ON CONFLICT DO NOTHING""", {"address_marketplace": ADDRESS_MARKETPLACE}).rowcount
     skipped: set[bytes] = set()
     if inserted < missing_count:
         # A concurrent writer took some (tenant, country) first: they exist, just not ours.
@@ -341,14 +354,15 @@ def ensure(ctx: HookContext, countries: tuple[str, ...], domain: str,
 
 def _with_tokens(missing: IO[bytes], count: int, domain: str) -> IO[bytes]:
     """COPY lines (tenant, connection, country, token, email) for each missing address, streamed."""
-    out: IO[bytes] = tempfile.TemporaryFile()
+    out = temp_file()
     at_domain = b"@" + domain.encode()
     write = out.write
-    for line, token in zip(missing, tokens(count), strict=True):
-        tenant_id, conn_id, country = line[:-1].split(b"\t")
-        address = b"amazon." + tenant_id + b"." + country.lower() + b"." + token + at_domain
-        write(b"\t".join((tenant_id, conn_id, country, token, address)) + b"\n")
-    out.seek(0)
+    with temp_space():
+        for line, token in zip(missing, tokens(count), strict=True):
+            tenant_id, conn_id, country = line[:-1].split(b"\t")
+            address = b"amazon." + tenant_id + b"." + country.lower() + b"." + token + at_domain
+            write(b"\t".join((tenant_id, conn_id, country, token, address)) + b"\n")
+        out.seek(0)
     return out
 
 

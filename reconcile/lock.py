@@ -16,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -30,8 +30,7 @@ _POLL_S = 0.25
 
 def lock_key(shard: Shard) -> int:
     """A stable signed 64-bit key (what pg_advisory_lock takes) from the name and the shard."""
-    digest = hashlib.sha256(f"{LOCK_NAME}:{shard.label}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
+    return _key(shard.label)
 
 
 @dataclass(frozen=True)
@@ -49,35 +48,99 @@ def _needed(shard: Shard, sync: bool) -> list[Held]:
     return [Held(whole, True), Held(lock_key(shard), False)]
 
 
+# Without --wait-lock a held lock is tried for this long before exit 6: the backend of a run that
+# was just killed notices its client is gone within client_connection_check_interval and drops
+# its locks, and an immediate rerun must not fail because of a dead holder.
+SETTLE_S = 1.0
+
+
 def acquire(conn: sa.Connection, shard: Shard, wait_s: float = 0.0, sync: bool = False,
-            check: Callable[[], None] | None = None) -> list[Held]:
-    """Take the run's locks or raise LockHeld (holding none); waits up to `wait_s` seconds in all,
-    polling, when asked to. `check` runs before every attempt and may raise to stop waiting (a
-    SIGTERM must not sit out a long --wait-lock, nor take the lock afterwards)."""
-    deadline = time.monotonic() + max(wait_s, 0.0)
+            cancel: Any = None) -> list[Held]:
+    """Take the run's locks or raise LockHeld (holding none, naming the holder); waits up to
+    `wait_s` seconds in all (at least SETTLE_S), polling. `cancel` (a Cancellation) is checked
+    before every attempt and wakes the waits: a SIGTERM must not sit out a long --wait-lock, nor
+    take the lock afterwards."""
+    deadline = time.monotonic() + max(wait_s, SETTLE_S)
     held: list[Held] = []
     try:
         for lock in _needed(shard, sync):
             try_lock = "pg_try_advisory_lock_shared" if lock.shared else "pg_try_advisory_lock"
             while True:
-                if check is not None:
-                    check()
+                if cancel is not None:
+                    cancel.check()
                 if conn.exec_driver_sql(f"SELECT {try_lock}(%s)", (lock.key,)).scalar():
                     held.append(lock)
                     break
                 if time.monotonic() >= deadline:
-                    waited = f" after waiting {wait_s:g}s" if wait_s > 0 else ""
-                    holder = "a whole run (0/1)" if lock.shared else "another run"
-                    raise LockHeld(f"{holder} holds the lock for shard {shard.label}{waited}")
-                time.sleep(min(_POLL_S, max(deadline - time.monotonic(), 0.0)))
+                    raise _held_error(conn, lock, shard, wait_s)
+                pause = min(_POLL_S, max(deadline - time.monotonic(), 0.0))
+                cancel.wait(pause) if cancel is not None else time.sleep(pause)
     except BaseException:
-        with contextlib.suppress(sa.exc.DBAPIError):  # the session is gone, and its locks with it
+        with contextlib.suppress(Exception):  # the session may be gone, and its locks with it
             release(conn, held)
         raise
     return held
+
+
+_HOLDERS = """
+SELECT a.pid, a.application_name, host(a.client_addr) AS client_addr, a.client_port,
+       to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS since
+FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid::bigint = %s AND l.objid::bigint = %s AND l.pid <> pg_backend_pid()
+ORDER BY a.backend_start NULLS LAST, l.pid"""
+
+
+def holders(conn: sa.Connection, key: int) -> list[dict[str, Any]]:
+    """Who holds the advisory lock `key`, oldest first (pid, application_name, client, since)."""
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    rows = conn.exec_driver_sql(_HOLDERS, (unsigned >> 32, unsigned & 0xFFFFFFFF)).mappings().all()
+    return [{"pid": r["pid"], "application_name": r["application_name"] or None,
+             "client_addr": r["client_addr"] or "local socket", "since": r["since"]} for r in rows]
+
+
+def _held_error(conn: sa.Connection, lock: Held, shard: Shard, wait_s: float) -> LockHeld:
+    waited = f" after waiting {wait_s:g}s" if wait_s > 0 else ""
+    what = "a whole run (0/1)" if lock.shared else "another run"
+    try:
+        found = holders(conn, lock.key)
+    except sa.exc.DBAPIError:
+        found = []
+    if not found:
+        return LockHeld(f"{what} holds the lock for shard {shard.label}{waited}")
+    first = found[0]
+    more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+    return LockHeld(f"{what} holds the lock for shard {shard.label}{waited}: pid {first['pid']} "
+                    f"({first['application_name'] or 'no application_name'}) from {first['client_addr']} "
+                    f"since {first['since']}{more}", holder=first, holders=len(found))
 
 
 def release(conn: sa.Connection, held: list[Held]) -> None:
     for lock in reversed(held):
         unlock = "pg_advisory_unlock_shared" if lock.shared else "pg_advisory_unlock"
         conn.exec_driver_sql(f"SELECT {unlock}(%s)", (lock.key,))
+
+
+def tenant_keys(tenant_ids: tuple[str, ...]) -> list[int]:
+    """Transaction-lock keys serializing the writers of these tenants: one per id and one per slug
+    a create would take (two new ids `a_b` and `a-b` want the same slug), sorted."""
+    from reconcile.mapping import slug_for
+
+    names = {f"tenant:{i}" for i in tenant_ids} | {f"slug:{slug_for(i)}" for i in tenant_ids}
+    return sorted({_key(name) for name in names})
+
+
+def _key(name: str) -> int:
+    digest = hashlib.sha256(f"{LOCK_NAME}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def lock_tenants(conn: sa.Connection, tenant_ids: tuple[str, ...]) -> None:
+    """Serialize single-tenant writers (`sync`, HTTP /sync, restricted runs) per tenant, until the
+    end of the caller's transaction: concurrent syncs of one tenant run one after the other, so the
+    second finds the first one's rows instead of creating them again (with or without the unique
+    constraints). Keys are taken in sorted order, so overlapping sets never deadlock; the wait is
+    bounded by lock_timeout."""
+    conn.exec_driver_sql("SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT unnest(%(keys)s::bigint[]) AS k "
+                         "ORDER BY 1) AS keys", {"keys": tenant_keys(tenant_ids)})

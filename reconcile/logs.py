@@ -5,9 +5,13 @@ Context such as `run_id` is bound once on the logger; rendering happens only at 
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
+import threading
 import time
+import traceback
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -68,30 +72,119 @@ def _to_ecs(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> dict[str, 
     return out
 
 
+def exception_fields(exc: BaseException) -> dict[str, Any]:
+    """An exception as log fields: its type, its message (first line, credentials scrubbed, capped)
+    and its frames (file, line, function). Never local variables or SQL parameter values, which
+    structlog's default rendering would include."""
+    from reconcile.db import scrub_credentials
+
+    text = str(exc).strip()
+    message = scrub_credentials(text.splitlines()[0])[:300] if text else ""
+    frames = [{"file": f.filename, "line": f.lineno, "function": f.name}
+              for f in traceback.extract_tb(exc.__traceback__)]
+    return {"exception": type(exc).__name__, "message": message, "frames": frames}
+
+
+def log_internal_error(log: Any, exc: BaseException, event: str = "reconcile.internal_error",
+                       **fields: Any) -> None:
+    log.error(event, **fields, **exception_fields(exc))
+
+
+def _safe_exc_info(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """`log.exception(...)` anywhere (ours or a library's) renders as exception_fields, not a
+    traceback with locals."""
+    exc_info = event_dict.pop("exc_info", None)
+    if exc_info:
+        if exc_info is True:
+            exc_info = sys.exc_info()
+        exc = exc_info if isinstance(exc_info, BaseException) else exc_info[1]
+        if isinstance(exc, BaseException):
+            event_dict.update(exception_fields(exc))
+    return event_dict
+
+
+class QuietStream:
+    """stdout for the JSON lines: when the reader goes away (EPIPE, e.g. `| head`), it stops writing
+    quietly instead of failing the run. fd 1 is then pointed at /dev/null so that nothing (not even
+    the interpreter's flush at exit) trips over the closed pipe again."""
+
+    def __init__(self, stream: IO[Any]) -> None:
+        self._stream = stream
+        self._lock = threading.Lock()
+        self.closed_by_reader = False
+
+    def write(self, data: Any) -> int:
+        return self._guard(lambda: self._stream.write(data), len(data))
+
+    def isatty(self) -> bool:
+        return bool(self._guard(self._stream.isatty, False))
+
+    def flush(self) -> None:
+        self._guard(self._stream.flush, None)
+
+    def _guard(self, action: Any, default: Any) -> Any:
+        if self.closed_by_reader:
+            return default
+        try:
+            return action()
+        except (BrokenPipeError, ValueError):  # ValueError: the stream was closed under us
+            self._reader_gone()
+        except OSError as exc:
+            if exc.errno != errno.EPIPE:
+                raise
+            self._reader_gone()
+        return default
+
+    def _reader_gone(self) -> None:
+        with self._lock:
+            if self.closed_by_reader:
+                return
+            self.closed_by_reader = True
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self._stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError, AttributeError):
+                pass
+
+
+def stdout_bytes() -> QuietStream:
+    """EPIPE-safe binary stdout (also for the final answer line of `sync`)."""
+    return QuietStream(sys.stdout.buffer)
+
+
+def stdout_text() -> QuietStream:
+    """The same for text writers (console rendering, stdlib logging)."""
+    return QuietStream(sys.stdout)
+
+
 def _orjson_dumps(obj: Any, **_: Any) -> bytes:
     return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
 def configure_logging(fmt: str = "json", stream: IO[str] | None = None, level: int = logging.INFO) -> None:
     """Route structlog (and stdlib warnings from libraries) to `stream`, default stdout."""
-    stream = stream if stream is not None else sys.stdout
+    to_stdout = stream is None or stream is sys.stdout
+    stream = stdout_text() if to_stdout else stream
     shared: list[Any] = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
-                         _timestamp]
+                         _timestamp, _safe_exc_info]
     if fmt == "console":
         renderer: Any = structlog.dev.ConsoleRenderer(colors=stream.isatty(), sort_keys=False)
         factory: Any = structlog.PrintLoggerFactory(file=stream)
-        processors = [*shared, structlog.processors.format_exc_info, renderer]
+        processors = [*shared, renderer]
     else:
         last = _to_ecs if fmt == "ecs" else _head_first
-        buffer = getattr(stream, "buffer", None)
-        if buffer is not None:
-            factory = structlog.BytesLoggerFactory(file=buffer)
+        if to_stdout:
+            factory = structlog.BytesLoggerFactory(file=stdout_bytes())
+            renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
+        elif getattr(stream, "buffer", None) is not None:
+            factory = structlog.BytesLoggerFactory(file=stream.buffer)  # type: ignore[attr-defined]
             renderer = structlog.processors.JSONRenderer(serializer=_orjson_dumps)
         else:  # a text-only stream (tests capturing into StringIO)
             factory = structlog.PrintLoggerFactory(file=stream)
             renderer = structlog.processors.JSONRenderer(
                 serializer=lambda obj, **kw: _orjson_dumps(obj).decode())
-        processors = [*shared, structlog.processors.dict_tracebacks, last, renderer]
+        processors = [*shared, last, renderer]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),
@@ -116,7 +209,8 @@ def _route_stdlib(stream: IO[str], fmt: str) -> None:
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     *([_to_ecs] if fmt == "ecs" else [_head_first] if fmt == "json" else []), final],
-        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name, _timestamp],
+        foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name, _timestamp,
+                           _safe_exc_info],
     ))
     root.addHandler(handler)
     root.setLevel(logging.WARNING)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconcile.errors import ConfigError
+from reconcile.pgcopy import Query
 
 PLAN_VALUES = ("DEV", "STARTER", "PRO", "ENTERPRISE")
 STATUS_VALUES = ("TRIAL", "ACTIVE", "SUSPENDED", "CLOSED")
@@ -32,6 +33,8 @@ INVALID_PLAN = "invalid_plan"
 INVALID_STATUS = "invalid_status"
 SLUG_CONFLICT = "slug_conflict"
 INVALID_ID_FOR_EMAIL = "invalid_id_for_email"
+# Verdict of a tenant on the skip list: left untouched, counted apart (not an error).
+SKIPPED = "skipped"
 
 DEFAULT_PLAN_MAP = {"dev": "DEV", "starter": "STARTER", "pro": "PRO", "enterprise": "ENTERPRISE"}
 DEFAULT_STATUS_MAP = {"trial": "TRIAL", "active": "ACTIVE", "suspended": "SUSPENDED", "closed": "CLOSED",
@@ -51,25 +54,13 @@ def _normkey(value: str | None) -> str:
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
-def _sql_literal(value: str) -> str:
-    """A SQL string literal; control characters as E'' escapes so the query text stays one line."""
-    if value.isprintable():
-        return "'" + value.replace("'", "''") + "'"
-    return "E'" + "".join(c if c.isprintable() and c not in "'\\" else _e_escape(c) for c in value) + "'"
-
-
-def _e_escape(char: str) -> str:
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
-
-
 @dataclass(frozen=True)
 class NormalizedRow:
     """A product row in marketplace terms. `error` is '' for a valid row; then plan and status are
     marketplace enum labels (status may be ARCHIVED_MARK). For an error row they keep the raw text."""
 
     id: str
-    name: str
+    name: str | None
     plan: str
     status: str
     error: str
@@ -113,12 +104,12 @@ class Mapping:
         target = self.status_when_empty if key == "" else self.status.get(key)
         return ARCHIVED_MARK if target == ARCHIVED else target
 
-    def normalize(self, tenant_id: str, name: str, plan: str | None, status: str | None) -> NormalizedRow:
+    def normalize(self, tenant_id: str, name: str | None, plan: str | None, status: str | None) -> NormalizedRow:
         mapped_plan = self.map_plan(plan)
         mapped_status = self.map_status(status)
         if tenant_id == "" or len(tenant_id) > MAX_ID_LENGTH:
             error = INVALID_ID
-        elif name.strip(TRIM_CHARS) == "" or len(name) > MAX_NAME_LENGTH:
+        elif name is None or name.strip(TRIM_CHARS) == "" or len(name) > MAX_NAME_LENGTH:
             error = INVALID_NAME
         elif mapped_plan is None:
             error = INVALID_PLAN
@@ -134,36 +125,50 @@ class Mapping:
         )
 
     # -- SQL evaluator ----------------------------------------------------------------------------
-    def _case_sql(self, column: str, table: dict[str, str], when_empty: str) -> str:
+    def _case_sql(self, column: str, table: dict[str, str], when_empty: str, params: dict[str, Any]) -> str:
         """Raw value -> marketplace value, NULL when unmapped. Exact keys are tried first: clean
-        data (the common case) then skips btrim/lower, which dominate the snapshot's server time."""
-        arms = " ".join(f"WHEN {_sql_literal(k)} THEN {_sql_literal(_mark(v))}" for k, v in sorted(table.items()))
-        normalized = f'lower(btrim(coalesce({column}, \'\'), {_sql_literal(TRIM_CHARS)}) COLLATE "C")'
-        slow = f"CASE {normalized} WHEN '' THEN {_sql_literal(_mark(when_empty))} {arms} END"
+        data (the common case) then skips btrim/lower, which dominate the snapshot's server time.
+        Every configured value is a bound parameter, named into `params`."""
+        def bind(value: str) -> str:
+            name = f"map_{len(params)}"
+            params[name] = value
+            return f"%({name})s"
+
+        arms = " ".join(f"WHEN {bind(k)} THEN {bind(_mark(v))}" for k, v in sorted(table.items()))
+        normalized = f'lower(btrim(coalesce({column}, \'\'), %(map_trim)s) COLLATE "C")'
+        slow = f"CASE {normalized} WHEN '' THEN {bind(_mark(when_empty))} {arms} END"
         return f"CASE {column} {arms} ELSE {slow} END"
 
-    def product_select_sql(self, where: str = "TRUE") -> str:
+    def product_select_sql(self, where: Query | None = None, skip_ids: tuple[str, ...] = ()) -> Query:
         """The product snapshot query: rows already in marketplace terms, sorted by id bytewise.
 
         Its output line equals the marketplace query's line exactly when the tenant is valid and
         in sync, which is what lets the diff skip unchanged rows with one bytes comparison.
         Length checks look at octet_length first (O(1)); the blank-name check trims only names
-        that start with a trimmed character."""
-        trim = _sql_literal(TRIM_CHARS)
-        return (
+        that start with a trimmed character. A tenant of `skip_ids` carries SKIPPED in the
+        verdict column, so the diff sees it even when it is in sync."""
+        where = where or Query("TRUE", {})
+        params: dict[str, Any] = {"map_trim": TRIM_CHARS, **where.params}
+        plan_case = self._case_sql("plan", self.plan, self.plan_when_empty, params)
+        status_case = self._case_sql("status", self.status, self.status_when_empty, params)
+        skipped = ""
+        if skip_ids:
+            params["skip_ids"] = list(skip_ids)
+            skipped = f" WHEN id = ANY(%(skip_ids)s) THEN '{SKIPPED}'"
+        sql = (
             "SELECT id, name, coalesce(mp, coalesce(plan, '')), coalesce(ms, coalesce(status, '')),"
-            f" CASE WHEN id = '' OR (octet_length(id) > {MAX_ID_LENGTH} AND length(id) > {MAX_ID_LENGTH})"
+            f" CASE{skipped} WHEN id = '' OR (octet_length(id) > {MAX_ID_LENGTH} AND length(id) > {MAX_ID_LENGTH})"
             f" THEN '{INVALID_ID}'"
-            f" WHEN (strpos({trim}, left(name, 1)) > 0 AND btrim(name, {trim}) = '')"
+            " WHEN name IS NULL OR (strpos(%(map_trim)s, left(name, 1)) > 0 AND btrim(name, %(map_trim)s) = '')"
             f" OR (octet_length(name) > {MAX_NAME_LENGTH} AND length(name) > {MAX_NAME_LENGTH})"
             f" THEN '{INVALID_NAME}'"
             f" WHEN mp IS NULL THEN '{INVALID_PLAN}' WHEN ms IS NULL THEN '{INVALID_STATUS}' ELSE '' END"
             " FROM (SELECT id, name, plan, status,"
-            f" {self._case_sql('plan', self.plan, self.plan_when_empty)} AS mp,"
-            f" {self._case_sql('status', self.status, self.status_when_empty)} AS ms"
-            f" FROM tenants WHERE {where}) AS t"
+            f" {plan_case} AS mp, {status_case} AS ms"
+            f" FROM tenants WHERE {where.sql}) AS t"
             ' ORDER BY id COLLATE "C"'
         )
+        return Query(sql, params)
 
 
 def _mark(target: str) -> str:

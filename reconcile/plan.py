@@ -7,13 +7,26 @@ so a plan of ten million creates costs disk, not memory.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO
 
 from reconcile import copytext
-from reconcile.diff import ARCHIVE, CREATE, ERR, ERROR, ID, NAME, ORPHAN, PLAN, STATUS, UNCHANGED, UPDATE, Action
+from reconcile.diff import (
+    ARCHIVE,
+    CREATE,
+    ERR,
+    ERROR,
+    ID,
+    NAME,
+    ORPHAN,
+    PLAN,
+    SKIP,
+    STATUS,
+    UNCHANGED,
+    UPDATE,
+    Action,
+)
 from reconcile.mapping import (
     CLOSED,
     INVALID_ID,
@@ -24,6 +37,7 @@ from reconcile.mapping import (
     MAX_NAME_LENGTH,
     slug_for,
 )
+from reconcile.tempfiles import spooled_file
 
 _SPOOL_IN_MEMORY = 4 << 20
 _CLOSED = CLOSED.encode()
@@ -33,7 +47,7 @@ class ActionSpool:
     """COPY lines of one action kind, with their count; in memory until 4 MB, then on disk."""
 
     def __init__(self) -> None:
-        self.file: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)
+        self.file: IO[bytes] = spooled_file(_SPOOL_IN_MEMORY)
         self.count = 0
         self._read = False
 
@@ -71,6 +85,8 @@ class Plan:
     orphans: int = 0
     orphan_ids: list[str] = field(default_factory=list)  # capped, for the report
     orphan_spool: ActionSpool = field(default_factory=ActionSpool)  # every orphan id, one per line
+    skipped: int = 0             # tenants on the skip list (product tenants and orphans)
+    skipped_ids: list[str] = field(default_factory=list)  # capped, for the report
     creates: ActionSpool = field(default_factory=ActionSpool)
     updates: ActionSpool = field(default_factory=ActionSpool)
     archives: ActionSpool = field(default_factory=ActionSpool)
@@ -103,6 +119,8 @@ def error_detail(p: list[bytes]) -> str:
     if code == INVALID_STATUS:
         return f"status {copytext.decode(p[STATUS])!r} has no mapping"
     if code == INVALID_NAME:
+        if p[NAME] == copytext.NULL:
+            return "name is NULL"
         name = copytext.decode(p[NAME])
         if len(name) > MAX_NAME_LENGTH:
             return f"name has {len(name)} characters (at most {MAX_NAME_LENGTH})"
@@ -113,11 +131,19 @@ def error_detail(p: list[bytes]) -> str:
     return code
 
 
-def build_plan(actions: Iterable[Action], *, orphans_mode: str, id_limit: int) -> Plan:
-    """Fold the diff stream into a Plan. `orphans_mode` is 'report' or 'archive'."""
+# How many actions go by between two looks at a stop request (a diff of millions of rows takes seconds).
+_CHECK_EVERY = 1 << 16
+
+
+def build_plan(actions: Iterable[Action], *, orphans_mode: str, id_limit: int,
+               check: Callable[[], None] | None = None) -> Plan:
+    """Fold the diff stream into a Plan. `orphans_mode` is 'report' or 'archive'; `check` is
+    called now and then and may raise to stop (a SIGTERM during a long diff)."""
     plan = Plan()
     archive_orphans = orphans_mode == "archive"
-    for action in actions:
+    for seen, action in enumerate(actions):
+        if check is not None and seen % _CHECK_EVERY == 0:
+            check()
         kind = action[0]
         if kind == UNCHANGED:
             plan.unchanged += action[1]
@@ -134,6 +160,10 @@ def build_plan(actions: Iterable[Action], *, orphans_mode: str, id_limit: int) -
         elif kind == ERROR:
             p = action[1]
             plan.errors.add(copytext.line([p[ID], p[ERR], copytext.encode(error_detail(p))]))
+        elif kind == SKIP:
+            plan.skipped += 1
+            if len(plan.skipped_ids) < id_limit:
+                plan.skipped_ids.append(copytext.decode(action[1][ID]))
         elif kind == ORPHAN:
             m = action[1]
             plan.orphans += 1

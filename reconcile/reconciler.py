@@ -15,14 +15,18 @@ import sqlalchemy as sa
 
 from reconcile import apply, guard, lock
 from reconcile.cancel import Cancellation, Cancelled
-from reconcile.db import DatabaseUrl, connect, engine_for, translate_db_errors
+from reconcile.db import DatabaseUrl, connect, engine_for, quietly, translate_db_errors
 from reconcile.diff import UnsortedInput, diff
 from reconcile.errors import DatabaseError, GuardTripped, LockHeld, ReconcileError
+from reconcile.logs import log_internal_error
 from reconcile.plan import Plan, build_plan
+from reconcile.preflight import check_mapping_labels
 from reconcile.report import ABORTED, LOCKED, Report, new_run_id, tally
+from reconcile.scope import Scope
 from reconcile.settings import Settings
-from reconcile.shard import Shard
 from reconcile.snapshot import Snapshot, in_parallel, read_marketplace, read_product
+from reconcile.tempfiles import temp_space
+from reconcile.watchdog import PROBE_TIMEOUT_S, WatchedConnection
 
 # A hook run inside the marketplace transaction after the tenant writes (inbound addresses use
 # it), in dry runs too (it must then write nothing). It may return a callable to run after the
@@ -36,13 +40,9 @@ class HookContext:
     plan: Plan
     report: Report
     log: Any
-    shard: Shard
-    tenant_id: str | None
+    scope: Scope
     dry_run: bool
-
-    def scope(self, column: str = "id") -> str:
-        """SQL predicate restricting `column` to the run's shard / tenant."""
-        return scope_predicate(self.shard, self.tenant_id, column)
+    network_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -56,27 +56,46 @@ class RunOptions:
     after_write: AfterWrite | None = None
 
 
+@dataclass
+class _Run:
+    """What one run carries through its phases."""
+
+    settings: Settings
+    options: RunOptions
+    report: Report
+    log: Any
+    cancel: Cancellation
+    scope: Scope
+    product_db: DatabaseUrl
+    market_db: DatabaseUrl
+    product: sa.Connection | None = None
+    market: sa.Connection | None = None
+
+    def engine(self, db: DatabaseUrl) -> sa.Engine:
+        s = self.settings
+        return engine_for(db, connect_timeout_s=s.connect_timeout_s, statement_timeout_ms=s.statement_timeout_ms,
+                          lock_timeout_ms=s.lock_timeout_ms, network_timeout_s=s.network_timeout_s,
+                          application_name=f"tenant-reconcile {self.report.mode} {self.report.shard} "
+                                           f"{self.report.run_id[:8]}")
+
+
 def _ms(seconds: float) -> float:
     return seconds * 1000.0
 
 
-def scope_predicate(shard: Shard, tenant_id: str | None, column: str = "id") -> str:
-    """SQL restricting `column` (a tenant id) to the run's shard and, for `sync`, its one tenant."""
-    predicate = shard.sql_predicate(column)
-    if tenant_id is not None:
-        literal = "'" + tenant_id.replace("'", "''") + "'"
-        predicate = f"{column} = {literal}" if shard.whole else f"({predicate}) AND {column} = {literal}"
-    return predicate
-
-
 @contextmanager
 def _transaction(conn: sa.Connection) -> Iterator[sa.RootTransaction]:
+    """A transaction rolled back unless committed. When an error is already on its way out, the
+    rollback is quiet: on a connection that died, it fails too, and must not replace the error."""
     tx = conn.begin()
     try:
         yield tx
-    finally:
+    except BaseException:
         if tx.is_active:
-            tx.rollback()
+            quietly(tx.rollback)
+        raise
+    if tx.is_active:
+        tx.rollback()
 
 
 def run_reconcile(settings: Settings, options: RunOptions, log: Any, report: Report | None = None) -> Report:
@@ -89,61 +108,63 @@ def run_reconcile(settings: Settings, options: RunOptions, log: Any, report: Rep
     started = time.perf_counter()
     log.info("reconcile.start", mode=report.mode, shard=report.shard,
              source=product_db.display, target=market_db.display)
+    cancel = options.cancel or Cancellation()
     try:
-        _run(settings, options, report, product_db, market_db, log)
+        scope = Scope(settings.shard, (options.tenant_id,) if options.tenant_id is not None else None)
+        _run(_Run(settings, options, report, log, cancel, scope, product_db, market_db))
     except LockHeld as exc:
         report.status = LOCKED
         report.extra["error"] = str(exc)
+        if exc.holder is not None:
+            report.extra["lock_holder"] = exc.holder
     except GuardTripped as exc:
         report.status = ABORTED
         report.extra["error"] = str(exc)
     except ReconcileError as exc:
-        if options.cancel is not None and options.cancel.requested and not isinstance(exc, Cancelled):
-            exc = Cancelled(f"run stopped ({options.cancel.reason}); transaction rolled back, nothing written")
+        if cancel.requested and not isinstance(exc, Cancelled):
+            exc = Cancelled(f"run stopped ({cancel.reason}); transaction rolled back, nothing written")
         report.fail(str(exc), exc.exit_code)
     except UnsortedInput as exc:
         report.fail(f"{exc}; nothing was written", 1)
     except Exception as exc:  # unexpected: still one report, exit 1
-        log.exception("reconcile.internal_error")
+        log_internal_error(log, exc)
         report.fail(f"internal error: {type(exc).__name__}", 1)
     report.timings_ms["total"] = _ms(time.perf_counter() - started)
     report.emit(log)
     return report
 
 
-def _run(settings: Settings, options: RunOptions, report: Report, product_db: DatabaseUrl,
-         market_db: DatabaseUrl, log: Any) -> None:
-    engine_args = {"connect_timeout_s": settings.connect_timeout_s,
-                   "statement_timeout_ms": settings.statement_timeout_ms,
-                   "lock_timeout_ms": settings.lock_timeout_ms}
-    market_engine = engine_for(market_db, **engine_args)
-    product_engine = engine_for(product_db, **engine_args)
-    predicate = scope_predicate(settings.shard, options.tenant_id)
+def _run(run: _Run) -> None:
+    market_engine = run.engine(run.market_db)
+    product_engine = run.engine(run.product_db)
+    settings, options, cancel = run.settings, run.options, run.cancel
     with ExitStack() as stack:
         stack.callback(market_engine.dispose)
         stack.callback(product_engine.dispose)
-        cancel = options.cancel or Cancellation()
-        market = stack.enter_context(connect(market_engine, market_db, retry_s=settings.connect_retry_s,
-                                             what="marketplace", log=log))
+        run.market = market = connect(market_engine, run.market_db, retry_s=settings.connect_retry_s,
+                                      what="marketplace", log=run.log, cancel=cancel)
+        stack.callback(quietly, market.close)
         cancel.register(market.connection.dbapi_connection)
         held: list[lock.Held] = []
-        if options.take_lock and not options.dry_run:
-            with translate_db_errors("cannot take the run lock", market_db):
+        with translate_db_errors("cannot take the run lock", run.market_db):
+            if options.take_lock and not options.dry_run:
                 held = lock.acquire(market, settings.shard, settings.wait_lock_s, sync=options.sync_lock,
-                                    check=cancel.check)
-                market.commit()
-            log.info("lock.acquired", shard=settings.shard.label)
-        product = stack.enter_context(connect(product_engine, product_db, retry_s=settings.connect_retry_s,
-                                              what="product", log=log))
-        cancel.register(product.connection.dbapi_connection)
-        cancel.check()
-        prepare = getattr(options.after_write, "prepare", None)
-        if prepare is not None:
-            # An extension may read on its own connection while the snapshot runs.
-            stack.callback(prepare(market_engine, market_db, settings.shard, options.tenant_id, cancel))
+                                    cancel=cancel)
+                run.log.info("lock.acquired", shard=settings.shard.label)
         try:
-            _reconcile_in_transactions(settings, options, report, product, market, predicate,
-                                       product_db, market_db, log, cancel)
+            with translate_db_errors("cannot read the marketplace enum labels", run.market_db):
+                check_mapping_labels(market, settings.mapping)
+                market.commit()
+            run.product = connect(product_engine, run.product_db, retry_s=settings.connect_retry_s,
+                                  what="product", log=run.log, cancel=cancel)
+            stack.callback(quietly, run.product.close)
+            cancel.register(run.product.connection.dbapi_connection)
+            cancel.check()
+            prepare = getattr(options.after_write, "prepare", None)
+            if prepare is not None:
+                # An extension may read on its own connection while the snapshot runs.
+                stack.callback(prepare(market_engine, run.market_db, run.scope, cancel))
+            _reconcile_in_transactions(run)
         finally:
             if held:
                 _release(market, held)
@@ -155,30 +176,52 @@ def _release(market: sa.Connection, held: list[lock.Held]) -> None:
             market.rollback()
         lock.release(market, held)
         market.commit()
-    except sa.exc.DBAPIError:
+    except Exception:
         pass  # the session is gone, and the lock with it
 
 
-def _reconcile_in_transactions(settings: Settings, options: RunOptions, report: Report,
-                               product: sa.Connection, market: sa.Connection, predicate: str,
-                               product_db: DatabaseUrl, market_db: DatabaseUrl, log: Any,
-                               cancel: Cancellation) -> None:
+def _cut(conn: sa.Connection, reason: str) -> Callable[[], None]:
+    """Stop a call blocked on `conn` now (its result is no longer wanted)."""
+    def stop() -> None:
+        dbapi_connection = conn.connection.dbapi_connection
+        if isinstance(dbapi_connection, WatchedConnection):
+            dbapi_connection.abort(reason)
+    return stop
+
+
+def _snapshot(run: _Run, market: sa.Connection, product: sa.Connection) -> Snapshot:
     product = product.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+    where = run.scope.where()
+    with translate_db_errors("snapshot failed", run.product_db), _transaction(product):
+        return Snapshot(*in_parallel(
+            lambda: read_product(product, run.settings.mapping, where, run.settings.skip_ids),
+            lambda: _read_marketplace(market, where, run.market_db),
+            _cut(product, "the marketplace snapshot failed"),
+            _cut(market, "the product snapshot failed"),
+            run.settings.network_timeout_s + PROBE_TIMEOUT_S + 10,
+        ))
+
+
+def _reconcile_in_transactions(run: _Run) -> None:
+    assert run.market is not None and run.product is not None
+    market, product, report, settings, cancel = run.market, run.product, run.report, run.settings, run.cancel
     t0 = time.perf_counter()
     with _transaction(market) as market_tx:
-        with translate_db_errors("snapshot failed", product_db), _transaction(product):
-            snapshot = Snapshot(*in_parallel(
-                lambda: read_product(product, settings.mapping, predicate),
-                lambda: _read_marketplace(market, predicate, market_db),
-            ))
+        if run.scope.ids is not None:
+            with translate_db_errors("waiting for another sync of the same tenant failed", run.market_db):
+                lock.lock_tenants(market, run.scope.ids)
+        snapshot = _snapshot(run, market, product)
         try:
             cancel.check()
             report.source["tenants"] = report.total = snapshot.product.rows
             report.target["tenants"] = snapshot.marketplace.rows
             t1 = time.perf_counter()
             report.timings_ms["snapshot"] = _ms(t1 - t0)
-            plan = build_plan(diff(snapshot.product.lines(), snapshot.marketplace.lines()),
-                              orphans_mode=settings.orphans, id_limit=settings.report_id_limit)
+            skip = frozenset(i.encode() for i in settings.skip_ids)
+            with temp_space():
+                plan = build_plan(diff(snapshot.product.lines(), snapshot.marketplace.lines(), skip),
+                                  orphans_mode=settings.orphans, id_limit=settings.report_id_limit,
+                                  check=cancel.check)
         finally:
             snapshot.close()
         plan.total = snapshot.product.rows
@@ -186,55 +229,62 @@ def _reconcile_in_transactions(settings: Settings, options: RunOptions, report: 
         t2 = time.perf_counter()
         report.timings_ms["diff"] = _ms(t2 - t1)
         try:
-            cancel.check()
-            with translate_db_errors("staging the plan failed", market_db):
-                apply.stage(market, plan)
-            if not settings.shard.whole and plan.create_count:
-                with translate_db_errors("checking slugs across shards failed", product_db):
-                    apply.cross_shard_slug_conflicts(product, market, plan, settings.mapping, settings.shard)
-            verdict = guard.check(plan, max_archive=settings.max_archive,
-                                  max_archive_ratio=settings.max_archive_ratio)
-            if verdict is not None:
-                if not options.force:
-                    report.extra["guard"] = {"reason": verdict.reason, **verdict.figures}
-                    report.extra["planned"] = planned_counts(plan)
-                    tally(report, plan, None, log)  # counts and lists: what the run would have done
-                    raise GuardTripped(f"safety guard: {verdict.reason}; nothing written (use --force)")
-                log.warning("guard.overridden", reason=verdict.reason, **verdict.figures)
-            outcome = None
-            announce = None
-            with translate_db_errors("apply failed, transaction rolled back", market_db):
-                cancel.check()
-                if not options.dry_run:
-                    outcome = apply.write(market, plan)
-                if options.after_write is not None:
-                    announce = options.after_write(HookContext(market, plan, report, log, settings.shard,
-                                                               options.tenant_id, options.dry_run))
-                cancel.check()  # the last point where stopping still means: nothing written
-                if options.dry_run:
-                    market_tx.rollback()
-                else:
-                    market_tx.commit()
+            _stage_guard_write(run, market_tx, plan)
             report.timings_ms["apply"] = _ms(time.perf_counter() - t2)
-            tally(report, plan, outcome, log)
-            if announce is not None:
-                announce()
         finally:
             plan.close()
 
 
+def _stage_guard_write(run: _Run, market_tx: sa.RootTransaction, plan: Plan) -> None:
+    assert run.market is not None and run.product is not None
+    market, report, settings, options, cancel, log = (run.market, run.report, run.settings, run.options,
+                                                      run.cancel, run.log)
+    cancel.check()
+    with translate_db_errors("staging the plan failed", run.market_db):
+        apply.stage(market, plan)
+    if not settings.shard.whole and plan.create_count:
+        with translate_db_errors("checking slugs across shards failed", run.product_db):
+            apply.cross_shard_slug_conflicts(run.product, market, plan, settings.mapping, settings.shard)
+    quietly(run.product.close)  # read everything it had to: do not keep it idle through the writes
+    verdict = guard.check(plan, max_archive=settings.max_archive, max_archive_ratio=settings.max_archive_ratio)
+    if verdict is not None:
+        if not options.force:
+            report.extra["guard"] = {"reason": verdict.reason, **verdict.figures}
+            report.extra["planned"] = planned_counts(plan)
+            tally(report, plan, None, log)  # counts and lists: what the run would have done
+            raise GuardTripped(f"safety guard: {verdict.reason}; nothing written (use --force)")
+        log.warning("guard.overridden", reason=verdict.reason, **verdict.figures)
+    outcome = None
+    announce = None
+    with translate_db_errors("apply failed, transaction rolled back", run.market_db):
+        cancel.check()
+        if not options.dry_run:
+            outcome = apply.write(market, plan)
+        if options.after_write is not None:
+            announce = options.after_write(HookContext(market, plan, report, log, run.scope, options.dry_run,
+                                                       settings.network_timeout_s))
+        cancel.check()  # the last point where stopping still means: nothing written
+        if options.dry_run:
+            market_tx.rollback()
+        else:
+            market_tx.commit()
+    tally(report, plan, outcome, log)
+    if announce is not None:
+        announce()
+
+
 def planned_counts(plan: Plan) -> dict[str, int]:
     return {"create": plan.create_count, "update": plan.updates.count, "archive": plan.archives.count,
-            "orphans": plan.orphans, "errors": plan.errors.count}
+            "orphans": plan.orphans, "errors": plan.errors.count, "skipped": plan.skipped}
 
 
-def _read_marketplace(market: sa.Connection, predicate: str, market_db: DatabaseUrl) -> Any:
+def _read_marketplace(market: sa.Connection, where: Any, market_db: DatabaseUrl) -> Any:
     with translate_db_errors("snapshot failed", market_db):
-        return read_marketplace(market, predicate)
+        return read_marketplace(market, where)
 
 
 def exit_code_of(report: Report) -> int:
     return int(report.extra.get("exit_code", report.exit_code))
 
 
-__all__ = ["DatabaseError", "RunOptions", "exit_code_of", "run_reconcile", "scope_predicate"]
+__all__ = ["DatabaseError", "RunOptions", "exit_code_of", "run_reconcile"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,8 +25,13 @@ LOCKED = "locked"
 FAILED = "failed"
 
 STATUS_EXIT_CODES = {SUCCESS: 0, PARTIAL: 3, ABORTED: 5, LOCKED: 6, FAILED: 7}
-COUNT_KEYS = ("created", "updated", "archived", "unchanged", "orphans", "conflicts", "errors", "inbound_created")
+COUNT_KEYS = ("created", "updated", "archived", "unchanged", "orphans", "conflicts", "errors", "skipped",
+              "inbound_created", "inbound_errors")
+LIST_KEYS = ("created", "updated", "archived", "orphans", "conflicts", "errors", "skipped")
 _FIELDS = ("name", "plan", "status")
+
+
+_EMIT_LOCK = threading.Lock()
 
 
 def new_run_id() -> str:
@@ -62,9 +68,10 @@ class Report:
     target: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     id_limit: int = 1000
+    emitted: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("created", "updated", "archived", "orphans", "conflicts", "errors"):
+        for key in LIST_KEYS:
             self.lists.setdefault(key, Capped(self.id_limit))
 
     @property
@@ -80,7 +87,7 @@ class Report:
             "total": self.total,
             "counts": dict(self.counts),
         }
-        for key in ("created", "updated", "archived", "orphans", "conflicts", "errors"):
+        for key in LIST_KEYS:
             body[key] = list(self.lists[key])
         body["truncated"] = any(capped.truncated for capped in self.lists.values())
         body["timings_ms"] = {k: round(v, 1) for k, v in self.timings_ms.items()}
@@ -94,6 +101,13 @@ class Report:
         self.source = {"db": product.display, "tenants": 0}
         self.target = {"db": market.display, "tenants": 0}
 
+    def add_inbound_error(self, tenant_id: str, error: str, detail: str, log: Any) -> None:
+        """A row error of the inbound step: listed with the others (scope "inbound"), counted apart,
+        because the tenant itself was applied."""
+        self.counts["inbound_errors"] += 1
+        self.lists["errors"].add({"id": tenant_id, "error": error, "detail": detail, "scope": "inbound"})
+        log.warning("tenant.error", tenant_id=tenant_id, error=error, detail=detail, scope="inbound")
+
     def fail(self, error: str, exit_code: int) -> None:
         """The run failed: nothing was written; `error` is the one line the report carries."""
         self.status = FAILED
@@ -105,7 +119,21 @@ class Report:
         return "info" if self.status == SUCCESS else "error" if self.status == FAILED else "warning"
 
     def emit(self, log: Any) -> None:
+        """Log the report; once only, whichever thread gets there first."""
+        with _EMIT_LOCK:
+            if self.emitted:
+                return
+            self.emitted = True
         getattr(log, self.level)("reconcile.report", **self.as_dict())
+
+    def fail_unless_emitted(self, error: str, exit_code: int, log: Any) -> bool:
+        """For a run that cannot finish by itself: fail and emit it, unless it already was."""
+        with _EMIT_LOCK:
+            if self.emitted:
+                return False
+        self.fail(error, exit_code)
+        self.emit(log)
+        return True
 
     def write_file(self, path: str | os.PathLike[str], log: Any) -> None:
         """The same object as the stdout event, atomically: a temp file in the same directory (mode
@@ -151,7 +179,7 @@ def _changes(row: list[bytes]) -> dict[str, list[str]]:
     for i, name in enumerate(_FIELDS):
         old, new = row[1 + i], row[4 + i]
         if old != new:
-            out[name] = [copytext.decode(old), copytext.decode(new)]
+            out[name] = [copytext.value(old), copytext.value(new)]
     return out
 
 
@@ -204,7 +232,7 @@ def tally(report: Report, plan: Plan, outcome: Outcome | None, log: Any) -> None
         counts["archived"] += 1
         lists["archived"].add(tenant_id)
         if applied:
-            log.info("tenant.archived", tenant_id=tenant_id, previous_status=row[3].decode(),
+            log.info("tenant.archived", tenant_id=tenant_id, previous_status=copytext.value(row[3]),
                      orphan=row[4] == b"t")
 
     for tenant_id, row in _ids(plan.errors.rows()):
@@ -216,11 +244,16 @@ def tally(report: Report, plan: Plan, outcome: Outcome | None, log: Any) -> None
         lists["orphans"].add(tenant_id)
     if plan.orphans > len(plan.orphan_ids):
         lists["orphans"].truncated = True
+    for tenant_id in plan.skipped_ids:
+        lists["skipped"].add(tenant_id)
+    if plan.skipped > len(plan.skipped_ids):
+        lists["skipped"].truncated = True
 
     counts["unchanged"] = plan.unchanged
     counts["orphans"] = plan.orphans
     counts["errors"] = plan.errors.count
+    counts["skipped"] = plan.skipped
     counts["conflicts"] = outcome.count if outcome else 0
     report.total = plan.total
-    if counts["errors"] or counts["conflicts"]:
+    if counts["errors"] or counts["conflicts"] or counts["inbound_errors"]:
         report.status = PARTIAL

@@ -78,8 +78,11 @@ def ensure_database(db: DatabaseUrl) -> bool:
                                           (db.url.database,)).scalar()
             if exists:
                 return False
-            conn.exec_driver_sql(
-                'CREATE DATABASE "{}"'.format(str(db.url.database).replace('"', '""')))
+            from psycopg2 import sql
+
+            dbapi_connection = conn.connection.dbapi_connection
+            statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(str(db.url.database)))
+            conn.exec_driver_sql(statement.as_string(dbapi_connection))
             return True
     finally:
         engine.dispose()

@@ -46,6 +46,8 @@ class Settings:
     connect_retry_s: float = 10.0
     statement_timeout_ms: int = 600_000
     lock_timeout_ms: int = 10_000
+    network_timeout_s: float = 30.0
+    skip_ids: tuple[str, ...] = ()
     inbound_countries: tuple[str, ...] = ()
     inbound_domain: str = "inbound.keybuzz.io"
     schedule_cron: str = "0 2 * * *"
@@ -175,6 +177,7 @@ _SPECS = (
     _Spec("connect_retry_s", "database.connect_retry_s", _float(0.0), "RECONCILE_CONNECT_RETRY"),
     _Spec("statement_timeout_ms", "database.statement_timeout_ms", _int(0), "RECONCILE_STATEMENT_TIMEOUT_MS"),
     _Spec("lock_timeout_ms", "database.lock_timeout_ms", _int(0), "RECONCILE_LOCK_TIMEOUT_MS"),
+    _Spec("network_timeout_s", "database.network_timeout_s", _float(0.1), "RECONCILE_NETWORK_TIMEOUT"),
     _Spec("inbound_countries", "inbound.countries", parse_countries, "RECONCILE_INBOUND_COUNTRIES",
           "--ensure-inbound"),
     _Spec("inbound_domain", "inbound.domain", _domain, "INBOUND_DOMAIN"),
@@ -188,7 +191,7 @@ _URL_SPECS = (("product_url", "database.product_url", ENV_PRODUCT_URL),
               ("marketplace_url", "database.marketplace_url", ENV_MARKETPLACE_URL))
 _TABLES = {
     "database": {"product_url", "marketplace_url", "connect_timeout_s", "connect_retry_s",
-                 "statement_timeout_ms", "lock_timeout_ms"},
+                 "statement_timeout_ms", "lock_timeout_ms", "network_timeout_s"},
     "reconcile": {"orphans", "max_archive", "max_archive_ratio", "wait_lock_s"},
     "report": {"id_limit"},
     "log": {"format"},

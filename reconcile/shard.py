@@ -72,4 +72,4 @@ class Shard:
         if self.whole:
             return "TRUE"
         bucket = f"('x' || lpad(substr(md5({column}), 1, 8), 16, '0'))::bit(64)::bigint"
-        return f"{bucket} % {int(self.count)} = {int(self.index)}"
+        return f"mod({bucket}, {int(self.count)}) = {int(self.index)}"  # mod(): no literal % in bound SQL

@@ -7,7 +7,6 @@ resident size flat whatever the tenant count; the diff then streams the two file
 
 from __future__ import annotations
 
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +15,10 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
+from reconcile.errors import DatabaseError
 from reconcile.mapping import Mapping
+from reconcile.pgcopy import Query, copy_out, dbapi
+from reconcile.tempfiles import temp_file, temp_space
 
 # Measured at 1M tenants on 2 cores: a modest work_mem (sorted runs stream out while merging) and no
 # parallel workers (the two snapshots already run at once) are ~15 % faster than a big in-memory
@@ -25,12 +27,10 @@ SNAPSHOT_SESSION = ("SET LOCAL work_mem = '16MB'", "SET LOCAL max_parallel_worke
 COPY_BUFFER = 1 << 20
 
 
-def marketplace_select_sql(where: str = "TRUE") -> str:
+def marketplace_select_sql(where: Query) -> Query:
     # The trailing '' stands for the product query's error column (see Mapping.product_select_sql).
-    return (
-        "SELECT id, name, plan::text, status::text, '' FROM \"Tenant\""
-        f' WHERE {where} ORDER BY id COLLATE "C"'
-    )
+    return Query("SELECT id, name, plan::text, status::text, '' FROM \"Tenant\""
+                 f' WHERE {where.sql} ORDER BY id COLLATE "C"', where.params)
 
 
 @dataclass
@@ -42,7 +42,8 @@ class Spool:
     seconds: float
 
     def lines(self) -> IO[bytes]:
-        self.file.seek(0)
+        with temp_space():
+            self.file.seek(0)
         return self.file
 
     def close(self) -> None:
@@ -59,52 +60,82 @@ class Snapshot:
         self.marketplace.close()
 
 
-def copy_to_spool(dbapi_conn: Any, select_sql: str) -> Spool:
+def copy_to_spool(conn: Any, query: Query) -> Spool:
     started = time.perf_counter()
-    spool = tempfile.TemporaryFile(buffering=COPY_BUFFER)
+    spool = temp_file(buffering=COPY_BUFFER)
     try:
-        with dbapi_conn.cursor() as cur:
+        with dbapi(conn).cursor() as cur:
             for statement in SNAPSHOT_SESSION:
                 cur.execute(statement)
-            cur.copy_expert(f"COPY ({select_sql}) TO STDOUT", spool)
-            rows = cur.rowcount
-        spool.flush()
+        rows = copy_out(conn, query, spool)
+        with temp_space():
+            spool.flush()
     except BaseException:
         spool.close()
         raise
     return Spool(spool, rows, time.perf_counter() - started)
 
 
-def read_product(conn: sa.Connection, mapping: Mapping, where: str) -> Spool:
+def read_product(conn: sa.Connection, mapping: Mapping, where: Query, skip_ids: tuple[str, ...] = ()) -> Spool:
     """Product rows in marketplace terms; `conn` must be in a REPEATABLE READ READ ONLY transaction."""
-    return copy_to_spool(conn.connection.dbapi_connection, mapping.product_select_sql(where))
+    return copy_to_spool(conn, mapping.product_select_sql(where, skip_ids))
 
 
-def read_marketplace(conn: sa.Connection, where: str) -> Spool:
-    return copy_to_spool(conn.connection.dbapi_connection, marketplace_select_sql(where))
+def read_marketplace(conn: sa.Connection, where: Query) -> Spool:
+    return copy_to_spool(conn, marketplace_select_sql(where))
 
 
-def in_parallel(first: Callable[[], Spool], second: Callable[[], Spool]) -> tuple[Spool, Spool]:
-    """Run `first` in a helper thread and `second` here; re-raise the first error seen."""
+def in_parallel(first: Callable[[], Spool], second: Callable[[], Spool],
+                stop_first: Callable[[], None], stop_second: Callable[[], None],
+                join_bound_s: float) -> tuple[Spool, Spool]:
+    """Run `first` in a helper thread and `second` here. When one side fails, the other is stopped at
+    once (`stop_*` cut its connection: its result is no use), and the error that came first is
+    raised (the other is its consequence). The helper is waited for at most `join_bound_s` (its
+    own waits are bounded by the watchdog; this is the backstop), then cut."""
     result: dict[str, Any] = {}
+    failed_first: list[str] = []
+    guard = threading.Lock()
+
+    def failed(side: str) -> bool:
+        with guard:
+            failed_first.append(side)
+            return len(failed_first) == 1
 
     def target() -> None:
         try:
             result["value"] = first()
         except BaseException as exc:  # handed to the calling thread below
             result["error"] = exc
+            if failed("first"):
+                stop_second()
 
     thread = threading.Thread(target=target, name="snapshot", daemon=True)
     thread.start()
     try:
         second_value = second()
     except BaseException:
-        thread.join()
+        if failed("second"):
+            stop_first()
+        _join(thread, join_bound_s, stop_first)
         if "value" in result:
             result["value"].close()
+        if failed_first[0] == "first":
+            raise result["error"] from None
         raise
-    thread.join()
+    try:
+        _join(thread, join_bound_s, stop_first)
+    except BaseException:
+        second_value.close()
+        raise
     if "error" in result:
         second_value.close()
         raise result["error"]
     return result["value"], second_value
+
+
+def _join(thread: threading.Thread, bound_s: float, stop: Callable[[], None]) -> None:
+    thread.join(bound_s)
+    if thread.is_alive():
+        stop()
+        thread.join(5.0)
+        raise DatabaseError(f"the product snapshot did not end within {bound_s:g}s")

@@ -34,7 +34,8 @@ class SyncResult:
 
 def _engine(settings: Settings, db: DatabaseUrl) -> sa.Engine:
     return engine_for(db, connect_timeout_s=settings.connect_timeout_s,
-                      statement_timeout_ms=settings.statement_timeout_ms, lock_timeout_ms=settings.lock_timeout_ms)
+                      statement_timeout_ms=settings.statement_timeout_ms, lock_timeout_ms=settings.lock_timeout_ms,
+                      network_timeout_s=settings.network_timeout_s)
 
 
 def _one(settings: Settings, db: DatabaseUrl, what: str, sql: str, params: dict[str, Any]) -> list[Any]:
@@ -101,6 +102,10 @@ def sync_tenant(settings: Settings, tenant_id: str, country: str | None, log: An
 
 def _differences(mapping: Any, product: Any, market: Any) -> list[dict[str, Any]]:
     if product is None or market is None:
+        if product is not None and market is None:
+            row = mapping.normalize(product.id, product.name, product.plan, product.status)
+            if not row.error and row.archived:
+                return []  # archived and absent: nothing to do, as a run sees it
         return [{"field": "exists", "product": product is not None, "marketplace": market is not None}]
     row = mapping.normalize(product.id, product.name, product.plan, product.status)
     out: list[dict[str, Any]] = []
@@ -148,7 +153,7 @@ def tenant_status(settings: Settings, tenant_id: str) -> tuple[dict[str, Any], i
         "tenantId": tenant_id,
         "product": side(product),
         "marketplace": side(market),
-        "inSync": product is not None and market is not None and not differences,
+        "inSync": product is not None and not differences,
         "inboundAddresses": [dict(r._mapping) for r in addresses],
         "marketplaceConnections": [dict(r._mapping) for r in connections],
         "differences": differences,

@@ -97,7 +97,7 @@ def test_snapshot_sql_maps_rows_exactly_like_python(dbs, rows):
             conn.execute(sa.text("INSERT INTO tenants (id, name, plan, status) VALUES (:i, :n, :p, :s)"),
                          [{"i": r[0], "n": r[1], "p": r[2], "s": r[3]} for r in rows])
         for mapping in (M, custom):
-            got = [tuple(r) for r in conn.exec_driver_sql(mapping.product_select_sql())]
+            got = [tuple(r) for r in conn.exec_driver_sql(*mapping.product_select_sql())]
             want = sorted((tuple(vars(mapping.normalize(*r)).values()) for r in rows),
                           key=lambda r: r[0].encode())
             assert got == want
@@ -107,6 +107,6 @@ def test_snapshot_sql_escapes_quotes_in_configured_values(dbs):
     mapping = Mapping.from_config({"plan": {"o'neil": "PRO"}})
     dbs.add_product(("a", "N", "O'Neil", None))
     with dbs.engine("product").connect() as conn:
-        rows = list(conn.exec_driver_sql(mapping.product_select_sql()))
+        rows = list(conn.exec_driver_sql(*mapping.product_select_sql()))
     assert [tuple(r) for r in rows] == [("a", "N", "PRO", "ACTIVE", "")]
     assert copytext.line_of(rows[0]) == b"a\tN\tPRO\tACTIVE\t\n"
