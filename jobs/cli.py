@@ -1,4 +1,4 @@
-"""The `tenant-reconcile` command line. Exit codes are SPEC §4's; stdout carries JSON lines only."""
+"""The `tenant-reconcile` command line. Exit codes are listed in EPILOG; stdout carries JSON lines only."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from reconcile.settings import LOG_FORMATS, ORPHAN_MODES, Settings, load_setting
 EPILOG = """\b
 Exit codes: 0 success · 1 internal error · 2 usage/configuration · 3 partial (row errors or
 conflicts) · 4 tenant not found · 5 safety guard · 6 lock held · 7 database failure.
-Connection settings: PRODUCT_DATABASE_URL, MARKETPLACE_DATABASE_URL (or *_FILE)."""
+Connection settings: PRODUCT_DATABASE_URL, MARKETPLACE_DATABASE_URL (or *_FILE; the marketplace
+falls back to DATABASE_URL). Every setting: flag > environment > config file > default."""
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -35,7 +36,7 @@ def settings_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--product-url", default=None, metavar="URL",
                      help="Product DB URL (default: $PRODUCT_DATABASE_URL)."),
         click.option("--marketplace-url", default=None, metavar="URL",
-                     help="Marketplace DB URL (default: $MARKETPLACE_DATABASE_URL)."),
+                     help="Marketplace DB URL (default: $MARKETPLACE_DATABASE_URL, else $DATABASE_URL)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -118,6 +119,12 @@ def reconcile_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help="Also ensure Amazon inbound addresses for these countries (e.g. FR,DE)."),
         click.option("--max-archive", type=int, default=None, metavar="N",
                      help="Safety guard: abort when more than N tenants would be archived (default 500)."),
+        click.option("--max-archive-ratio", type=float, default=None, metavar="R",
+                     help="Safety guard: abort when at least 10 archives are also more than this share "
+                          "(0..1) of the marketplace tenants (default 0.10)."),
+        click.option("--skip", "skip_ids", default=None, metavar="ID,..",
+                     help="Leave these tenants untouched (counted as skipped); replaces "
+                          "$RECONCILE_SKIP_IDS and reconcile.skip_ids."),
         click.option("--shard", default=None, metavar="I/N",
                      help="Only tenants with int(md5(id)[:8],16) % N == I "
                           "(default: $JOB_COMPLETION_INDEX/$RECONCILE_SHARD_COUNT)."),
@@ -134,6 +141,15 @@ def new_report(settings: Settings, run_id: str, dry_run: bool) -> Any:
 
     return Report(run_id=run_id, mode="dry-run" if dry_run else "apply", shard=settings.shard.label,
                   id_limit=settings.report_id_limit)
+
+
+def allow_empty_source_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    """A flag of one invocation only (`run`, `plan`): never in the environment, the config file or a
+    long-running `schedule`, where it would also let through the night the product URL is wrong."""
+    return click.option(
+        "--allow-empty-source", is_flag=True, default=None,
+        help="Let the run proceed although the product snapshot is empty while the marketplace is "
+             "not (normally a wrong URL or a failed restore; --force does not lift this).")(func)
 
 
 def run_and_report(settings: Settings, *, dry_run: bool, force: bool, report_file: str | None,
@@ -192,12 +208,16 @@ def _reconcile(ctx: click.Context, *, dry_run: bool, force: bool, report_file: s
 @cli.command(epilog=EPILOG)
 @settings_options
 @reconcile_options
+@allow_empty_source_option
 @click.option("--dry-run", is_flag=True, help="Compute and report, write nothing (same as `plan`).")
-@click.option("--force", is_flag=True, help="Apply even when the safety guard would abort.")
+@click.option("--force", is_flag=True,
+              help="Apply even when the archive limits of the safety guard would abort (not an empty "
+                   "product snapshot: see --allow-empty-source).")
 @click.option("--wait-lock", "wait_lock_s", type=float, default=None, metavar="SECONDS",
               help="Wait up to SECONDS for another run's lock instead of exiting 6 at once.")
 @click.option("--pushgateway", default=None, metavar="URL",
-              help="Push run metrics to this Prometheus Pushgateway (default: $RECONCILE_PUSHGATEWAY_URL).")
+              help="Push run metrics to this Prometheus Pushgateway; user:password@ in it is sent as basic "
+                   "auth (default: $RECONCILE_PUSHGATEWAY_URL).")
 @click.pass_context
 @expected_errors
 def run(ctx: click.Context, dry_run: bool, force: bool, report_file: str | None, **flags: Any) -> None:
@@ -208,6 +228,7 @@ def run(ctx: click.Context, dry_run: bool, force: bool, report_file: str | None,
 @cli.command(epilog=EPILOG)
 @settings_options
 @reconcile_options
+@allow_empty_source_option
 @click.pass_context
 @expected_errors
 def plan(ctx: click.Context, report_file: str | None, **flags: Any) -> None:
@@ -226,7 +247,7 @@ def plan(ctx: click.Context, report_file: str | None, **flags: Any) -> None:
 @click.pass_context
 @expected_errors
 def init_db(ctx: click.Context, product: str | None, marketplace: str | None, **flags: Any) -> None:
-    """Create the databases and the SPEC §2 schemas if absent (dev, test and demo only)."""
+    """Create the databases and the product and marketplace schemas if absent (dev, test and demo only)."""
     from reconcile.logs import get_logger
     from reconcile.schema import ensure_database, init_marketplace, init_product
 
@@ -267,7 +288,7 @@ def demo(ctx: click.Context, keep: bool, log_format: str | None) -> None:
 @click.option("--wait-lock", "wait_lock_s", type=float, default=None, metavar="SECONDS",
               help="Each run waits up to SECONDS for another run's lock.")
 @click.option("--pushgateway", default=None, metavar="URL",
-              help="Push each run's metrics to this Prometheus Pushgateway.")
+              help="Push each run's metrics to this Prometheus Pushgateway (user:password@ as basic auth).")
 # Hidden: lets tests and smoke checks see the loop fire repeatedly without waiting for a minute.
 @click.option("--interval-seconds", type=click.FloatRange(min=0.1), default=None, hidden=True)
 @click.pass_context

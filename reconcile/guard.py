@@ -1,4 +1,5 @@
-"""The safety guard: refuse, before any write, a run that would archive too much (SPEC §3)."""
+"""The safety guard: refuse, before any write, a run that would archive too much or that read an
+empty product database."""
 
 from __future__ import annotations
 
@@ -13,25 +14,48 @@ RATIO_MIN_ARCHIVES = 10
 
 @dataclass(frozen=True)
 class GuardVerdict:
+    """Why a plan must not be applied. `overridable_by_force`: True for the archive limits (a big
+    but intended archive is a judgement call, `--force` makes it), False for the empty product
+    snapshot, which is almost always a wrong URL or a failed restore, so only the explicit
+    `--allow-empty-source` lifts it."""
+
     reason: str
     figures: dict[str, Any]
+    overridable_by_force: bool = True
+
+    @property
+    def message(self) -> str:
+        """The one line the aborted run reports (its error and stderr)."""
+        if self.overridable_by_force:
+            return (f"safety guard: {self.reason}; nothing written "
+                    "(check the plan, then use --force or raise --max-archive / --max-archive-ratio)")
+        # Never suggests --force: forcing past an empty source would archive or orphan everything.
+        return (f"safety guard: {self.reason}; nothing written. Check PRODUCT_DATABASE_URL (or --product-url): "
+                "a wrong URL or a failed restore looks like this. If the product database really is empty, "
+                "rerun with --allow-empty-source.")
+
+    def blocks(self, *, force: bool) -> bool:
+        """Whether the run must stop here, given `--force`."""
+        return not (force and self.overridable_by_force)
 
 
 def _tenants(n: int) -> str:
     return f"{n} tenant" if n == 1 else f"{n} tenants"
 
 
-def check(plan: Plan, *, max_archive: int, max_archive_ratio: float) -> GuardVerdict | None:
+def check(plan: Plan, *, max_archive: int, max_archive_ratio: float,
+          allow_empty_source: bool = False) -> GuardVerdict | None:
     """None when the plan is safe to apply; otherwise why not, with the numbers that tripped it.
 
-    Per run, as SPEC §3 says: a shard run is guarded on its own plan and its own slice of the
-    marketplace (the Indexed Job manifest sets a per-shard max_archive for that reason)."""
+    Per run: a shard run is guarded on its own plan and its own slice of the marketplace (the
+    Indexed Job manifest sets a per-shard max_archive for that reason). `allow_empty_source` lifts
+    the empty-snapshot rule only; the archive limits still apply to whatever that run would archive."""
     archives = plan.archives.count
     figures = {"archives": archives, "max_archive": max_archive, "max_archive_ratio": max_archive_ratio,
                "source_tenants": plan.total, "target_tenants": plan.target_total}
-    if plan.total == 0 and plan.target_total > 0:
+    if plan.total == 0 and plan.target_total > 0 and not allow_empty_source:
         return GuardVerdict("the product snapshot is empty while the marketplace has "
-                            f"{_tenants(plan.target_total)}", figures)
+                            f"{_tenants(plan.target_total)}", figures, overridable_by_force=False)
     if archives > max_archive:
         return GuardVerdict(f"would archive {_tenants(archives)}, more than max_archive={max_archive}", figures)
     if archives >= RATIO_MIN_ARCHIVES and plan.target_total and archives > max_archive_ratio * plan.target_total:

@@ -1,4 +1,4 @@
-"""How a product tenant row maps to marketplace terms, and which rows are errors (SPEC §3).
+"""How a product tenant row maps to marketplace terms, and which rows are errors.
 
 One set of rules with two evaluators: `Mapping.normalize` (Python, used by `sync`/`status` and the
 tests) and `Mapping.product_select_sql` (the same rules compiled into the snapshot query, so the
@@ -79,18 +79,26 @@ class Mapping:
 
     @classmethod
     def from_config(cls, raw: MappingABC[str, Any], where: str = "mapping") -> Mapping:
-        """Build from the `[mapping]` table of the config file, validating every target."""
-        known = {"plan", "status", "plan_when_empty", "status_when_empty"}
+        """Build from the `[mapping]` table of the config file.
+
+        `[mapping.plan]` / `[mapping.status]` override or add entries of the default tables;
+        `replace_defaults = true` makes them replace the defaults whole. Targets are checked for
+        shape only: which labels exist is the live database's business, checked by the run."""
+        known = {"plan", "status", "plan_when_empty", "status_when_empty", "replace_defaults"}
         for key in raw:
             if key not in known:
                 raise ConfigError(f"{where}.{key} is not a known setting (expected one of {sorted(known)})")
+        replace_defaults = raw.get("replace_defaults", False)
+        if not isinstance(replace_defaults, bool):
+            raise ConfigError(f"{where}.replace_defaults must be true or false")
         base = cls()
-        plan = _table(raw.get("plan", base.plan), f"{where}.plan", PLAN_VALUES)
-        status = _table(raw.get("status", base.status), f"{where}.status", (*STATUS_VALUES, ARCHIVED))
-        plan_empty = _target(raw.get("plan_when_empty", base.plan_when_empty), f"{where}.plan_when_empty",
-                             PLAN_VALUES)
-        status_empty = _target(raw.get("status_when_empty", base.status_when_empty),
-                               f"{where}.status_when_empty", (*STATUS_VALUES, ARCHIVED))
+        plan = _table(raw.get("plan", {}), f"{where}.plan")
+        status = _table(raw.get("status", {}), f"{where}.status")
+        if not replace_defaults:
+            plan = {**base.plan, **plan}
+            status = {**base.status, **status}
+        plan_empty = _target(raw.get("plan_when_empty", base.plan_when_empty), f"{where}.plan_when_empty")
+        status_empty = _target(raw.get("status_when_empty", base.status_when_empty), f"{where}.status_when_empty")
         return cls(plan=plan, status=status, plan_when_empty=plan_empty, status_when_empty=status_empty)
 
     # -- Python evaluator -------------------------------------------------------------------------
@@ -175,19 +183,27 @@ def _mark(target: str) -> str:
     return ARCHIVED_MARK if target == ARCHIVED else target
 
 
-def _target(value: Any, where: str, allowed: tuple[str, ...]) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise ConfigError(f"{where} must be one of {', '.join(allowed)}, got {value!r}")
+def _target(value: Any, where: str) -> str:
+    """A marketplace enum label as written in the config: any non-empty text without surrounding
+    whitespace (production enums may carry labels beyond the built-in ones). For status,
+    ARCHIVED means: archive the tenant."""
+    if not isinstance(value, str) or not value or value != value.strip(TRIM_CHARS):
+        raise ConfigError(f"{where} must be a marketplace label: a non-empty string without surrounding "
+                          f"whitespace, got {value!r}")
     return value
 
 
-def _table(value: Any, where: str, allowed: tuple[str, ...]) -> dict[str, str]:
+def _table(value: Any, where: str) -> dict[str, str]:
     if not isinstance(value, MappingABC):
         raise ConfigError(f"{where} must be a table of product value = marketplace value")
     out: dict[str, str] = {}
+    written: dict[str, str] = {}
     for key, target in value.items():
         norm = _normkey(str(key))
         if not norm:
             raise ConfigError(f"{where} has an empty key; empty values use {where}_when_empty")
-        out[norm] = _target(target, f"{where}.{key}", allowed)
+        if norm in written:  # product values are compared trimmed and case-insensitively
+            raise ConfigError(f"{where} has both {written[norm]!r} and {key!r}, the same product value")
+        written[norm] = str(key)
+        out[norm] = _target(target, f"{where}.{key}")
     return out

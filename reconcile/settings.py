@@ -1,7 +1,8 @@
 """Settings; every failure is one ConfigError line.
 
-Precedence: CLI flags > environment > TOML file > defaults, except for the two database URLs,
-where SPEC §4 has the config file override the environment: flags > config file > environment.
+One precedence rule for every setting, the database URLs included: CLI flag > environment > config
+file > defaults. (A config file must never beat an exported URL: an operator who exports a staging
+URL while RECONCILE_CONFIG names production would otherwise write to production.)
 
 Kept by hand rather than pydantic-settings: the `*_FILE` secret variants, the one-line messages
 naming the exact variable, and the shard variables of a Kubernetes Indexed Job are most of the work,
@@ -22,6 +23,7 @@ from typing import Any
 from reconcile.db import DatabaseUrl
 from reconcile.errors import ConfigError
 from reconcile.mapping import Mapping
+from reconcile.metrics import PushgatewayUrl
 from reconcile.shard import Shard
 
 LOG_FORMATS = ("json", "console", "ecs")
@@ -30,31 +32,41 @@ COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 
 ENV_PRODUCT_URL = "PRODUCT_DATABASE_URL"
 ENV_MARKETPLACE_URL = "MARKETPLACE_DATABASE_URL"
+# What keybuzz-backend's own pods call the marketplace database: read when neither
+# MARKETPLACE_DATABASE_URL nor its _FILE variant is set (and no flag), never for the product.
+ENV_MARKETPLACE_FALLBACK = "DATABASE_URL"
 
 
 @dataclass(frozen=True)
 class Settings:
     product_url: DatabaseUrl | None = None
     marketplace_url: DatabaseUrl | None = None
+    # Where each URL came from, for the start event and `check`: "--product-url",
+    # "PRODUCT_DATABASE_URL", "PRODUCT_DATABASE_URL_FILE", "DATABASE_URL", "DATABASE_URL_FILE" or
+    # "config file PATH: database.product_url"; None when not set.
+    product_from: str | None = None
+    marketplace_from: str | None = None
     log_format: str = "json"
     orphans: str = "report"
     max_archive: int = 500
     max_archive_ratio: float = 0.10
+    # A one-off, from its flag only: lifts the guard's empty-product rule for this invocation.
+    allow_empty_source: bool = False
+    skip_ids: tuple[str, ...] = ()
     report_id_limit: int = 1000
     wait_lock_s: float = 0.0
     connect_timeout_s: int = 10
     connect_retry_s: float = 10.0
+    network_timeout_s: float = 30.0
     statement_timeout_ms: int = 600_000
     lock_timeout_ms: int = 10_000
-    network_timeout_s: float = 30.0
-    skip_ids: tuple[str, ...] = ()
     inbound_countries: tuple[str, ...] = ()
     inbound_domain: str = "inbound.keybuzz.io"
     schedule_cron: str = "0 2 * * *"
     schedule_timezone: str = "UTC"
     schedule_grace_s: int = 3600
     schedule_stop_grace_s: float = 60.0
-    pushgateway: str | None = None
+    pushgateway: PushgatewayUrl | None = None
     shard: Shard = field(default_factory=Shard)
     mapping: Mapping = field(default_factory=Mapping)
     config_file: str | None = None
@@ -67,15 +79,17 @@ class Settings:
 
     def require_marketplace(self) -> DatabaseUrl:
         if self.marketplace_url is None:
-            raise ConfigError(_missing_url(ENV_MARKETPLACE_URL, self.url_flags[1], "marketplace_url"))
+            raise ConfigError(_missing_url(ENV_MARKETPLACE_URL, self.url_flags[1], "marketplace_url",
+                                           ENV_MARKETPLACE_FALLBACK))
         return self.marketplace_url
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _missing_url(env_name: str, flag: str, key: str) -> str:
-    return f"{env_name} is not set (nor {env_name}_FILE, {flag} or database.{key} in the config file)"
+def _missing_url(env_name: str, flag: str, key: str, fallback: str | None = None) -> str:
+    also = f", {fallback}" if fallback else ""
+    return f"{env_name} is not set (nor {env_name}_FILE{also}, {flag} or database.{key} in the config file)"
 
 
 # -- value parsers: (raw value, where it came from) -> typed value ---------------------------------
@@ -94,7 +108,9 @@ def _int(minimum: int = 0) -> Callable[[Any, str], int]:
     return parse
 
 
-def _float(minimum: float = 0.0, maximum: float | None = None) -> Callable[[Any, str], float]:
+def _float(minimum: float = 0.0, maximum: float | None = None, *,
+           above_minimum: bool = False) -> Callable[[Any, str], float]:
+    """A number in [minimum, maximum] (or (minimum, maximum] with `above_minimum`)."""
     def parse(value: Any, where: str) -> float:
         if isinstance(value, bool):
             raise ConfigError(f"{where} must be a number, got {value!r}")
@@ -102,8 +118,12 @@ def _float(minimum: float = 0.0, maximum: float | None = None) -> Callable[[Any,
             number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where} must be a number, got {value!r}") from None
-        if number != number or number < minimum or (maximum is not None and number > maximum):
-            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+        too_low = number <= minimum if above_minimum else number < minimum
+        if number != number or too_low or (maximum is not None and number > maximum):
+            if maximum is not None:
+                bound = f"between {minimum} and {maximum}"
+            else:
+                bound = f"> {minimum}" if above_minimum else f">= {minimum}"
             raise ConfigError(f"{where} must be {bound}, got {value!r}")
         return number
     return parse
@@ -153,10 +173,25 @@ def parse_countries(value: Any, where: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def parse_skip_ids(value: Any, where: str) -> tuple[str, ...]:
+    """`a, b,,c` (flag, environment) or ["a", "b"] (config file) -> ("a", "b", "c"): items trimmed,
+    empty ones dropped, duplicates once. An id holding a comma can only be given in the file."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"{where} must be a list of tenant ids (strings), like [\"kbz-001\", \"kbz-002\"]")
+    return tuple(dict.fromkeys(tenant_id for tenant_id in (item.strip() for item in items) if tenant_id))
+
+
+def _flag_bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} takes no value")
+    return value
+
+
 @dataclass(frozen=True)
 class _Spec:
     attr: str
-    toml: str  # dotted path in the config file
+    toml: str | None  # dotted path in the config file; None: not a config-file setting
     parse: Callable[[Any, str], Any]
     env: str | None = None
     flag: str | None = None  # the CLI flag, when not --<attr with dashes>
@@ -171,13 +206,18 @@ _SPECS = (
     _Spec("orphans", "reconcile.orphans", _choice(ORPHAN_MODES), "RECONCILE_ORPHANS"),
     _Spec("max_archive", "reconcile.max_archive", _int(0), "RECONCILE_MAX_ARCHIVE"),
     _Spec("max_archive_ratio", "reconcile.max_archive_ratio", _float(0.0, 1.0), "RECONCILE_MAX_ARCHIVE_RATIO"),
+    # A flag only, never the environment or the file: a persistent "allow" would also let through
+    # the night the product URL points at an empty or wrongly restored database.
+    _Spec("allow_empty_source", None, _flag_bool),
+    _Spec("skip_ids", "reconcile.skip_ids", parse_skip_ids, "RECONCILE_SKIP_IDS", "--skip"),
     _Spec("wait_lock_s", "reconcile.wait_lock_s", _float(0.0), "RECONCILE_WAIT_LOCK", "--wait-lock"),
     _Spec("report_id_limit", "report.id_limit", _int(0), "RECONCILE_REPORT_ID_LIMIT"),
     _Spec("connect_timeout_s", "database.connect_timeout_s", _int(1), "RECONCILE_CONNECT_TIMEOUT"),
     _Spec("connect_retry_s", "database.connect_retry_s", _float(0.0), "RECONCILE_CONNECT_RETRY"),
+    _Spec("network_timeout_s", "database.network_timeout_s", _float(0.0, above_minimum=True),
+          "RECONCILE_NETWORK_TIMEOUT"),
     _Spec("statement_timeout_ms", "database.statement_timeout_ms", _int(0), "RECONCILE_STATEMENT_TIMEOUT_MS"),
     _Spec("lock_timeout_ms", "database.lock_timeout_ms", _int(0), "RECONCILE_LOCK_TIMEOUT_MS"),
-    _Spec("network_timeout_s", "database.network_timeout_s", _float(0.1), "RECONCILE_NETWORK_TIMEOUT"),
     _Spec("inbound_countries", "inbound.countries", parse_countries, "RECONCILE_INBOUND_COUNTRIES",
           "--ensure-inbound"),
     _Spec("inbound_domain", "inbound.domain", _domain, "INBOUND_DOMAIN"),
@@ -185,14 +225,15 @@ _SPECS = (
     _Spec("schedule_timezone", "schedule.timezone", _text, "RECONCILE_TIMEZONE", "--timezone"),
     _Spec("schedule_grace_s", "schedule.misfire_grace_s", _int(1), "RECONCILE_MISFIRE_GRACE"),
     _Spec("schedule_stop_grace_s", "schedule.stop_grace_s", _float(0.0), "RECONCILE_STOP_GRACE", "--stop-grace"),
-    _Spec("pushgateway", "metrics.pushgateway", _text, "RECONCILE_PUSHGATEWAY_URL"),
+    _Spec("pushgateway", "metrics.pushgateway", PushgatewayUrl.parse, "RECONCILE_PUSHGATEWAY_URL"),
 )
-_URL_SPECS = (("product_url", "database.product_url", ENV_PRODUCT_URL),
-              ("marketplace_url", "database.marketplace_url", ENV_MARKETPLACE_URL))
+# (attribute, config key, environment variable, fallback variable)
+_URL_SPECS = (("product_url", "database.product_url", ENV_PRODUCT_URL, None),
+              ("marketplace_url", "database.marketplace_url", ENV_MARKETPLACE_URL, ENV_MARKETPLACE_FALLBACK))
 _TABLES = {
     "database": {"product_url", "marketplace_url", "connect_timeout_s", "connect_retry_s",
-                 "statement_timeout_ms", "lock_timeout_ms", "network_timeout_s"},
-    "reconcile": {"orphans", "max_archive", "max_archive_ratio", "wait_lock_s"},
+                 "network_timeout_s", "statement_timeout_ms", "lock_timeout_ms"},
+    "reconcile": {"orphans", "max_archive", "max_archive_ratio", "wait_lock_s", "skip_ids"},
     "report": {"id_limit"},
     "log": {"format"},
     "inbound": {"countries", "domain"},
@@ -200,6 +241,10 @@ _TABLES = {
     "metrics": {"pushgateway"},
     "mapping": None,  # checked by Mapping.from_config
 }
+
+
+_FLAG_ONLY = {"reconcile": {"allow_empty_source": "is a command-line flag only (--allow-empty-source, for one "
+                                                 "run), never a persistent setting"}}
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -220,6 +265,8 @@ def read_config_file(path: str) -> dict[str, Any]:
         allowed = _TABLES[table]
         if allowed is not None:
             for key in value:
+                if key in _FLAG_ONLY.get(table, {}):
+                    raise ConfigError(f"config file {path}: {table}.{key} {_FLAG_ONLY[table][key]}")
                 if key not in allowed:
                     raise ConfigError(f"config file {path}: unknown setting {table}.{key}")
     return data
@@ -230,7 +277,8 @@ def _lookup(data: MappingABC[str, Any], dotted: str) -> Any:
     return data.get(table, {}).get(key)
 
 
-def _env_url(env: MappingABC[str, str], name: str) -> str | None:
+def _env_url(env: MappingABC[str, str], name: str) -> tuple[str, str] | None:
+    """(URL text, the variable it came from) from `name` or `name_FILE`; None when neither is set."""
     direct = env.get(name)
     file_var = f"{name}_FILE"
     path = env.get(file_var)
@@ -241,14 +289,48 @@ def _env_url(env: MappingABC[str, str], name: str) -> str | None:
             text = Path(path).read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise ConfigError(f"{file_var} points at {path}, which cannot be read: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{file_var} points at {path}, which is not UTF-8 text") from None
         if not text:
             raise ConfigError(f"{file_var} points at {path}, which is empty")
-        return text
+        return text, file_var
     if direct is not None:
         if not direct.strip():
             raise ConfigError(f"{name} is set but empty")
-        return direct
+        return direct, name
     return None
+
+
+def _resolve_url(flags: MappingABC[str, Any], env: MappingABC[str, str], data: MappingABC[str, Any],
+                 file_where: str, attr: str, toml_key: str, env_name: str, fallback: str | None,
+                 flag_name: str) -> tuple[DatabaseUrl, str] | None:
+    """One URL by the one rule: flag > environment (the variable, then its fallback) > config file."""
+    flag = flags.get(attr)
+    if flag is not None:  # given, even empty: an empty flag is an error, not a fallback
+        return DatabaseUrl.parse(str(flag), flag_name), flag_name
+    for name in (env_name, fallback):
+        found = _env_url(env, name) if name else None
+        if found is not None:
+            text, source = found
+            return DatabaseUrl.parse(text, source), source
+    raw = _lookup(data, toml_key)
+    if raw is not None:
+        source = f"{file_where}: {toml_key}"
+        if not isinstance(raw, str):
+            raise ConfigError(f"{source} must be a string")
+        return DatabaseUrl.parse(raw, source), source
+    return None
+
+
+def _refuse_fallback_to_the_product(values: MappingABC[str, Any]) -> None:
+    """DATABASE_URL is some application's own database: in a pod of the product application it is
+    the product database, and the run must not take it for the marketplace."""
+    product, market = values.get("product_url"), values.get("marketplace_url")
+    source = values.get("marketplace_from")
+    if (product is not None and market is not None and source is not None
+            and source.startswith(ENV_MARKETPLACE_FALLBACK) and product.display == market.display):
+        raise ConfigError(f"{source} names the product database {product.display}; set {ENV_MARKETPLACE_URL} "
+                          "to the marketplace database")
 
 
 def load_settings(
@@ -268,24 +350,19 @@ def load_settings(
 
     values: dict[str, Any] = {"config_file": config_file, "url_flags": url_flags}
     for spec in _SPECS:
+        raw = _lookup(data, spec.toml) if spec.toml else None
         if spec.attr in flags:
             values[spec.attr] = spec.parse(flags[spec.attr], spec.flag_name)
         elif spec.env and env.get(spec.env, "").strip():
             values[spec.attr] = spec.parse(env[spec.env], spec.env)
-        elif _lookup(data, spec.toml) is not None:
-            values[spec.attr] = spec.parse(_lookup(data, spec.toml), f"{file_where}: {spec.toml}")
+        elif raw is not None and spec.toml:
+            values[spec.attr] = spec.parse(raw, f"{file_where}: {spec.toml}")
 
-    for (attr, toml_key, env_name), flag_name in zip(_URL_SPECS, url_flags, strict=True):
-        flag = flags.get(attr)
-        if flag is not None:  # given, even empty: an empty flag is an error, not a fallback
-            values[attr] = DatabaseUrl.parse(str(flag), flag_name)
-        elif _lookup(data, toml_key) is not None:
-            values[attr] = DatabaseUrl.parse(str(_lookup(data, toml_key)), f"{file_where}: {toml_key}")
-        else:
-            from_env = _env_url(env, env_name)
-            if from_env is not None:
-                source = f"{env_name}_FILE" if env.get(f"{env_name}_FILE") else env_name
-                values[attr] = DatabaseUrl.parse(from_env, source)
+    for (attr, toml_key, env_name, fallback), flag_name in zip(_URL_SPECS, url_flags, strict=True):
+        resolved = _resolve_url(flags, env, data, file_where, attr, toml_key, env_name, fallback, flag_name)
+        if resolved is not None:
+            values[attr], values[attr.replace("_url", "_from")] = resolved
+    _refuse_fallback_to_the_product(values)
 
     if "mapping" in data:
         values["mapping"] = Mapping.from_config(data["mapping"], f"{file_where}: mapping")

@@ -267,10 +267,8 @@ class Watchdog:
     def _loop(self) -> None:
         while True:
             time.sleep(TICK_S)
-            try:
+            with contextlib.suppress(Exception):  # never let the watchdog die: the next tick tries again
                 self._tick()
-            except Exception:  # never let the watchdog die: the next tick tries again
-                pass
 
     def _tick(self) -> None:
         now = time.monotonic()

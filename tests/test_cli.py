@@ -265,3 +265,89 @@ def test_python_dash_m_jobs_runs_from_anywhere(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "jobs", "--help"], capture_output=True, text=True,
                           cwd=tmp_path, timeout=60, env={**bare_env(), "PYTHONPATH": str(REPO)})
     assert proc.returncode == 0
+
+
+# -- settings as the command line meets them ------------------------------------------------------
+
+PASSWORD = "p@ssW0rd#S3cr3t/x"
+
+
+def assert_no_password_fragment(text: str, password: str = PASSWORD) -> None:
+    for fragment in ("ssW0rd", "S3cr3t", "W0rd#", *(password[i:i + 4] for i in range(len(password) - 3))):
+        assert fragment not in text, (fragment, text)
+
+
+def test_the_environment_url_beats_the_config_file_url(dbs, tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[database]\nproduct_url = "postgresql://u@127.0.0.1:{closed_port()}/wrong"\n')
+    result = run_cli("plan", "--config", str(cfg), env=dbs.env())
+    assert result.code == 0, result.stdout + result.stderr
+    assert result.report["source"]["db"] == dbs.product.display
+
+
+def test_database_url_is_the_marketplace_fallback(dbs):
+    dbs.add_product(("a", "A", "pro", "active"))
+    env = dbs.env(DATABASE_URL=dbs.marketplace_url)
+    del env["MARKETPLACE_DATABASE_URL"]
+    result = run_cli("run", env=env)
+    assert result.code == 0, result.stdout + result.stderr
+    assert result.report["target"]["db"] == dbs.marketplace.display and "a" in dbs.market()
+
+
+@pytest.mark.parametrize("url", [f"postgresql://reconcile:{PASSWORD}@127.0.0.1:5432/keybuzz",
+                                 "postgresql://reconcile:ssW0rd@S3cr3t@127.0.0.1/keybuzz",
+                                 "postgresql://reconcile:ssW0rd/S3cr3t@127.0.0.1/keybuzz"])
+@pytest.mark.parametrize("where", ["env", "file", "flag"])
+def test_ambiguous_url_exit_2_one_line_naming_it_and_no_fragment_of_the_password(tmp_path, url, where):
+    env = bare_env(MARKETPLACE_DATABASE_URL="postgresql://u@127.0.0.1/m")
+    args = ["plan"]
+    if where == "env":
+        env["PRODUCT_DATABASE_URL"] = url
+        name = "PRODUCT_DATABASE_URL"
+    elif where == "file":
+        (tmp_path / "url").write_text(url + "\n")
+        env["PRODUCT_DATABASE_URL_FILE"] = str(tmp_path / "url")
+        name = "PRODUCT_DATABASE_URL_FILE"
+    else:
+        args += ["--product-url", url]
+        name = "--product-url"
+    result = run_cli(*args, env=env)
+    assert result.code == 2 and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and name in lines[0] and "percent-encode" in lines[0]
+    assert_no_password_fragment(result.stdout + result.stderr)
+    assert_no_traceback(result)
+
+
+def test_new_guard_and_skip_options_are_accepted_by_run_plan_and_schedule():
+    for command in ("run", "plan", "schedule"):
+        text = run_cli(command, "--help", env=bare_env()).stdout
+        assert "--skip" in text and "--max-archive-ratio" in text, command
+        assert ("--allow-empty-source" in text) == (command != "schedule"), command
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--max-archive-ratio", "1.5"], "--max-archive-ratio must be between 0.0 and 1.0"),
+    (["--pushgateway", f"ftp://u:{PASSWORD}@gw"], "--pushgateway must be an http:// or https:// URL"),
+])
+def test_bad_new_options_exit_2_naming_them(args, fragment):
+    env = bare_env(PRODUCT_DATABASE_URL="postgresql://u@h/p", MARKETPLACE_DATABASE_URL="postgresql://u@h/m")
+    result = run_cli("run", *args, env=env)
+    assert result.code == 2 and fragment in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert_no_password_fragment(result.stderr + result.stdout)
+
+
+def test_pushgateway_credentials_reach_the_gateway_as_basic_auth_and_never_the_output(dbs):
+    import base64
+
+    from tests.test_metrics import gateway
+
+    secret = "S3cr3t"
+    with gateway() as (port, received):
+        result = run_cli("run", "--pushgateway", f"http://user:{secret}@127.0.0.1:{port}", env=dbs.env())
+    assert result.code == 0 and result.of("metrics.pushed")[0]["pushgateway"] == f"http://127.0.0.1:{port}"
+    assert received[0][2] == "Basic " + base64.b64encode(f"user:{secret}".encode()).decode()
+    assert "S3cr" not in result.stdout + result.stderr and "3cr3" not in result.stdout + result.stderr
+    failed = run_cli("run", env=dbs.env(RECONCILE_PUSHGATEWAY_URL=f"http://user:{secret}@127.0.0.1:{closed_port()}"))
+    assert failed.code == 0 and failed.of("metrics.push_failed")
+    assert "S3cr" not in failed.stdout + failed.stderr and "3cr3" not in failed.stdout + failed.stderr

@@ -1,4 +1,4 @@
-"""SPEC §3 mapping rules: Python evaluator, config overrides, and the SQL evaluator agreeing with it."""
+"""Mapping rules: Python evaluator, config tables merged over the defaults, and the SQL evaluator agreeing."""
 
 from __future__ import annotations
 
@@ -63,17 +63,67 @@ def test_slug_replaces_underscores_and_lowercases():
     assert slug_for("Tenant_Test_DEV") == "tenant-test-dev"
 
 
-def test_config_overrides_replace_a_table_and_validate_targets():
-    mapping = Mapping.from_config({"plan": {"Gold": "ENTERPRISE", "dev": "DEV"}, "plan_when_empty": "STARTER"})
-    assert mapping.map_plan("gold") == "ENTERPRISE"
-    assert mapping.map_plan("pro") is None
+def test_config_tables_merge_over_the_default_tables():
+    # A table overrides or adds entries; the defaults it does not name stay (it used to replace the
+    # whole default table, which silently turned every unlisted plan into a row error).
+    mapping = Mapping.from_config({"plan": {"Business": "ENTERPRISE", "dev": "STARTER"}, "plan_when_empty": "STARTER"})
+    assert mapping.map_plan("business") == "ENTERPRISE"   # added
+    assert mapping.map_plan("dev") == "STARTER"           # overridden
+    assert mapping.map_plan("pro") == "PRO"               # kept from the defaults
     assert mapping.map_plan(None) == "STARTER"
-    with pytest.raises(ConfigError, match=r"mapping\.plan\.gold must be one of"):
-        Mapping.from_config({"plan": {"gold": "PLATINUM"}})
+    assert mapping.status == M.status                     # no [mapping.status]: the defaults
+    status = Mapping.from_config({"status": {"deleted": "ARCHIVED", "paused": "SUSPENDED"}})
+    assert (status.map_status("deleted"), status.map_status("paused"), status.map_status("trial")) == (
+        ARCHIVED_MARK, "SUSPENDED", "TRIAL")
+
+
+def test_replace_defaults_uses_only_the_given_tables():
+    mapping = Mapping.from_config({"replace_defaults": True, "plan": {"gold": "ENTERPRISE"}})
+    assert mapping.plan == {"gold": "ENTERPRISE"}
+    assert mapping.map_plan("pro") is None
+    assert mapping.status == {}  # replaced whole, and not given: every non-empty status is a row error
+    assert mapping.map_status(None) == "ACTIVE"
+    assert Mapping.from_config({"replace_defaults": False, "plan": {"gold": "PRO"}}).map_plan("pro") == "PRO"
+    with pytest.raises(ConfigError, match=r"mapping\.replace_defaults must be true or false"):
+        Mapping.from_config({"replace_defaults": "yes"})
+
+
+def test_an_empty_override_table_changes_nothing():
+    assert Mapping.from_config({"plan": {}, "status": {}}) == M
+
+
+def test_targets_are_any_label_checked_later_against_the_database():
+    mapping = Mapping.from_config({"plan": {"business": "BUSINESS"}, "status": {"frozen": "Frozen Solid"},
+                                   "plan_when_empty": "FREE"})
+    assert (mapping.map_plan("business"), mapping.map_status("frozen"), mapping.map_plan("")) == (
+        "BUSINESS", "Frozen Solid", "FREE")
+
+
+@pytest.mark.parametrize("target", ["", " PRO", "PRO ", "\tPRO", 3, True, ["PRO"]])
+def test_a_target_must_be_a_non_empty_string_without_surrounding_whitespace(target):
+    with pytest.raises(ConfigError, match=r"mapping\.plan\.gold must be a marketplace label"):
+        Mapping.from_config({"plan": {"gold": target}})
+    with pytest.raises(ConfigError, match=r"mapping\.status_when_empty must be a marketplace label"):
+        Mapping.from_config({"status_when_empty": target})
+
+
+def test_archived_keeps_its_meaning_for_status_only():
+    assert Mapping.from_config({"status_when_empty": "ARCHIVED"}).map_status(None) == ARCHIVED_MARK
+    assert Mapping.from_config({"plan": {"old": "ARCHIVED"}}).map_plan("old") == "ARCHIVED"  # just a label
+
+
+def test_keys_equal_once_trimmed_and_case_folded_are_an_error():
+    with pytest.raises(ConfigError, match=r"mapping\.plan has both 'Gold' and 'gold '"):
+        Mapping.from_config({"plan": {"Gold": "PRO", "gold ": "DEV"}})
+
+
+def test_mapping_config_errors():
     with pytest.raises(ConfigError, match=r"mapping\.flavour is not a known setting"):
         Mapping.from_config({"flavour": {}})
-    with pytest.raises(ConfigError, match="ARCHIVED"):
-        Mapping.from_config({"status": {"gone": "DELETED"}})
+    with pytest.raises(ConfigError, match=r"mapping\.plan has an empty key"):
+        Mapping.from_config({"plan": {" ": "PRO"}})
+    with pytest.raises(ConfigError, match=r"mapping\.status must be a table"):
+        Mapping.from_config({"status": "ACTIVE"})
 
 
 # -- the SQL evaluator used by the snapshot must agree with the Python one -------------------------
@@ -88,7 +138,8 @@ _tenant_id = st.text(st.characters(blacklist_categories=("Cs",), blacklist_chara
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.tuples(_tenant_id, _name, _raw, _raw), max_size=12, unique_by=lambda r: r[0]))
 def test_snapshot_sql_maps_rows_exactly_like_python(dbs, rows):
-    custom = Mapping.from_config({"plan": {"dev": "DEV", "pro": "PRO", "gold": "ENTERPRISE"},
+    custom = Mapping.from_config({"replace_defaults": True,
+                                  "plan": {"dev": "DEV", "pro": "PRO", "gold": "ENTERPRISE"},
                                   "status": {"active": "ACTIVE", "archived": "ARCHIVED", "closed": "CLOSED"},
                                   "status_when_empty": "TRIAL"})
     with dbs.engine("product").begin() as conn:
