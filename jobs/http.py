@@ -4,10 +4,17 @@ POST /api/v1/tenants/sync, POST /api/v1/tenants/sync-all, GET /api/v1/tenants/st
 plus GET /healthz. Auth: header X-Internal-Key equal (constant-time) to INBOUND_WEBHOOK_KEY, unless
 KEYBUZZ_DEV_MODE=true. Every answer is JSON; errors never carry a stack trace. Needs the `[http]`
 extra (Starlette + uvicorn).
+
+Input is checked before anything touches a database, and bad input is always a 4xx, never a 500:
+bodies are at most 64 KiB (413, counted while they arrive, so a chunked body cannot grow past it),
+UTF-8 JSON objects nested at most 1024 levels; tenant ids follow `reconcile.ids`; fields have
+their JSON types (a boolean is `true`/`false`, not `"false"`). Error messages never repeat the
+value they reject.
 """
 
 from __future__ import annotations
 
+import codecs
 import hmac
 import os
 import socket
@@ -15,11 +22,14 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import click
+import orjson
 
 from jobs.cli import EPILOG, expected_errors, fail, load_with_databases, settings_options
 from reconcile.errors import ConfigError, ReconcileError, TenantNotFound
+from reconcile.ids import tenant_id_problem
 from reconcile.report import Report
 from reconcile.settings import Settings, parse_countries
 
@@ -27,6 +37,50 @@ KEY_HEADER = "X-Internal-Key"
 KEY_ENV = "INBOUND_WEBHOOK_KEY"
 DEV_ENV = "KEYBUZZ_DEV_MODE"
 _STATUS_HTTP = {"locked": 409, "aborted": 422, "failed": 503}
+MAX_BODY_BYTES = 64 * 1024  # a sync request is a few dozen bytes; anything near this is not one
+TOO_LARGE = f"request body must be at most {MAX_BODY_BYTES // 1024} KiB"
+BAD_COUNTRY = "country must be one two-letter country code (e.g. FR)"
+
+
+def json_problem(exc: orjson.JSONDecodeError) -> str:
+    """Why a body is not JSON, in words that never quote the body (orjson's reasons are fixed texts)."""
+    if "depth limit" in exc.msg:  # orjson stops at 1024 levels: no recursion, no RecursionError
+        return "request body is nested too deeply (at most 1024 levels)"
+    if "surrogate" in exc.msg:
+        return "request body is not valid JSON: a string holds a lone surrogate"
+    return f"request body is not valid JSON: {exc.msg} (at character {exc.pos})"
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    """The JSON object of a request body; an empty body is an empty object. Raises ValueError with
+    the message for the client."""
+    if raw.startswith(codecs.BOM_UTF8):  # JSON parsers may ignore a byte order mark; some clients send one
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        text = raw.decode("utf-8")  # strictly: JSON over HTTP is UTF-8, not UTF-16 or Latin-1
+    except UnicodeDecodeError:
+        raise ValueError("request body must be UTF-8 encoded JSON") from None
+    if not text.strip():
+        return {}
+    try:
+        data = orjson.loads(text)  # rejects NaN, lone surrogates, numbers beyond a double, depth > 1024
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(json_problem(exc)) from None
+    if not isinstance(data, dict):
+        raise ValueError("request body must be a JSON object")
+    return data
+
+
+def path_problem(raw_path: bytes | None) -> str | None:
+    """The server decodes percent-escapes leniently (invalid UTF-8 becomes U+FFFD), so an id with
+    invalid bytes, or a UTF-8 encoded surrogate, would be looked up as some other string; refuse it."""
+    if raw_path is None:
+        return None
+    try:
+        unquote_to_bytes(raw_path).decode("utf-8")
+    except UnicodeDecodeError:
+        return "tenantId must be valid UTF-8 text"
+    return None
 
 
 def read_key(env: Mapping[str, str]) -> str | None:
@@ -51,7 +105,7 @@ def create_app(settings: Settings, key: str | None, dev: bool, log: Any) -> Any:
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
-    from starlette.requests import Request
+    from starlette.requests import ClientDisconnect, Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
@@ -70,32 +124,45 @@ def create_app(settings: Settings, key: str | None, dev: bool, log: Any) -> Any:
         return key is not None and hmac.compare_digest(given.encode(), key.encode())
 
     async def body_of(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        if not raw.strip():
-            return {}
+        declared = request.headers.get("content-length", "")
+        # a declared length over the limit is refused before a byte of the body is read
+        if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise HTTPException(413, TOO_LARGE)
+        chunks: list[bytes] = []
+        size = 0
         try:
-            import json
-
-            data = json.loads(raw)
-        except ValueError:
-            raise HTTPException(400, "request body must be JSON") from None
-        if not isinstance(data, dict):
-            raise HTTPException(400, "request body must be a JSON object")
-        return data
+            async for chunk in request.stream():  # counted as it arrives: chunked bodies have no length
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise HTTPException(413, TOO_LARGE)
+                chunks.append(chunk)
+        except ClientDisconnect:  # nobody reads the answer, but it is the client's doing, not ours
+            raise HTTPException(400, "the client closed the connection before the body was complete") from None
+        try:
+            return parse_body(b"".join(chunks))
+        except ValueError as exc:
+            raise HTTPException(400, str(exc)) from None
 
     async def sync(request: Request) -> Response:
-        data = await body_of(request)
+        data = await body_of(request)  # unknown keys are ignored, as the seed did
         tenant_id = data.get("tenantId")
-        if not isinstance(tenant_id, str) or not tenant_id.strip():
-            return error(400, "tenantId is required")
+        problem = tenant_id_problem(tenant_id)
+        if problem:
+            return error(400, problem)
+        create = data.get("createInboundAddress", True)
+        if not isinstance(create, bool):  # "false" is truthy: it used to create an address
+            return error(400, "createInboundAddress must be true or false")
+        given = data.get("country", "FR")
+        if not isinstance(given, str):  # str(False) or a list would be guessed at; refuse instead
+            return error(400, "country must be a string")
         country: str | None = None
-        if data.get("createInboundAddress", True):
+        if create:
             try:
-                countries = parse_countries(str(data.get("country") or "FR"), "country")
-            except ConfigError as exc:
-                return error(400, str(exc))
+                countries = parse_countries(given or "FR", "country")
+            except ConfigError:
+                return error(400, BAD_COUNTRY)
             if len(countries) != 1:
-                return error(400, "country must be one two-letter country code")
+                return error(400, BAD_COUNTRY)
             country = countries[0]
         run_id = new_run_id()
         try:
@@ -128,6 +195,9 @@ def create_app(settings: Settings, key: str | None, dev: bool, log: Any) -> Any:
 
     async def status(request: Request) -> Response:
         tenant_id = request.path_params["tenant_id"]
+        problem = path_problem(request.scope.get("raw_path")) or tenant_id_problem(tenant_id)
+        if problem:
+            return error(400, problem)
         body, code = await run_in_threadpool(tenant_status, settings, tenant_id)
         return JSONResponse(body, status_code=404 if code == TenantNotFound.exit_code else 200)
 
@@ -278,7 +348,7 @@ def serve(ctx: click.Context, host: str, port: int, **flags: Any) -> None:
     try:
         uvicorn.Server(config).run(sockets=sockets)
     except SystemExit as exc:
-        if exc.code == STARTUP_FAILURE:  # uvicorn's 3 would read as "partial" (SPEC §4)
+        if exc.code == STARTUP_FAILURE:  # uvicorn's 3 would read as "partial"
             fail("internal error: the HTTP server could not start (see the log above)", 1)
         raise
     finally:

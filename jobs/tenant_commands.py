@@ -9,7 +9,16 @@ import click
 import orjson
 
 from jobs.cli import EPILOG, expected_errors, fail, load_with_databases, settings_options
+from reconcile.ids import tenant_id_problem
 from reconcile.settings import parse_countries
+
+
+def _check_tenant_id(tenant_id: str) -> None:
+    """Before any setting is read or database reached: argv can hold anything, e.g. a lone surrogate
+    standing for a byte that is not UTF-8, which no database driver accepts."""
+    problem = tenant_id_problem(tenant_id, name="TENANT_ID")
+    if problem:
+        fail(f"configuration error: {problem}")
 
 
 def _print(body: dict[str, Any]) -> None:
@@ -34,13 +43,15 @@ def sync(ctx: click.Context, tenant_id: str, country: str, no_inbound: bool, **f
     """Reconcile one tenant (create, update or archive) and ensure its inbound address.
 
     Prints the seed's response {"success","tenant","inboundAddress"} as the last stdout line,
-    after the usual events and report. Exit 4 when the tenant is not in the product DB."""
+    after the usual events and report. Exit 4 when the tenant is not in the product DB; exit 2
+    when TENANT_ID is blank, longer than 128 characters, or holds a NUL or bytes that are not UTF-8."""
     from jobs.signals import run_cancellable
     from reconcile.errors import TenantNotFound
     from reconcile.logs import get_logger
     from reconcile.report import new_run_id
     from reconcile.tenant import NOT_FOUND, sync_tenant
 
+    _check_tenant_id(tenant_id)
     settings = load_with_databases(ctx, flags)
     code = None
     if not no_inbound:
@@ -67,9 +78,11 @@ def sync(ctx: click.Context, tenant_id: str, country: str, no_inbound: bool, **f
 def status(ctx: click.Context, tenant_id: str, **flags: Any) -> None:
     """Show one tenant in both databases, whether they are in sync, and how they differ.
 
-    Read-only, takes no lock. Exit 0, or 4 when the tenant is in neither database."""
+    Read-only, takes no lock. Exit 0, or 4 when the tenant is in neither database; exit 2 when
+    TENANT_ID cannot be a tenant id (as for sync)."""
     from reconcile.tenant import tenant_status
 
+    _check_tenant_id(tenant_id)
     settings = load_with_databases(ctx, flags)
     body, code = tenant_status(settings, tenant_id)
     _print(body)

@@ -7,9 +7,11 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 import pytest
@@ -27,28 +29,51 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class Served:
+    """A running `serve` process whose stdout goes to a file (a pipe nobody reads would fill up
+    and stall a server that lives for a whole module)."""
+
+    def __init__(self, proc: subprocess.Popen, out: Path, err: Path) -> None:
+        self.proc = proc
+        self.out = out
+        self.err = err
+
+    def stdout(self) -> str:
+        return self.out.read_text()
+
+    def stderr(self) -> str:
+        return self.err.read_text()
+
+    def events(self) -> list[dict]:
+        return [json.loads(line) for line in self.stdout().splitlines() if line.startswith("{")]
+
+
 @contextmanager
-def server(env: dict[str, str]) -> Iterator[tuple[httpx.Client, subprocess.Popen]]:
+def server(env: dict[str, str]) -> Iterator[tuple[httpx.Client, Served]]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "jobs", "serve", "--port", str(port)], env=env, cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
-        yield client, proc
-    finally:
-        client.close()
-        proc.terminate()
-        proc.wait(timeout=20)
+    with tempfile.TemporaryDirectory(prefix="serve-") as tmp:
+        out, err = Path(tmp) / "stdout", Path(tmp) / "stderr"
+        with out.open("w") as stdout, err.open("w") as stderr:
+            proc = subprocess.Popen([sys.executable, "-m", "jobs", "serve", "--port", str(port)], env=env,
+                                    cwd=REPO, stdout=stdout, stderr=stderr, text=True)
+        served = Served(proc, out, err)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None, served.stderr()
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.1)
+            yield client, served
+        finally:
+            client.close()
+            proc.terminate()
+            proc.wait(timeout=20)
 
 
 @pytest.fixture()
@@ -131,9 +156,9 @@ def test_errors_are_json_without_stack_traces(api):
 
 def test_dev_mode_needs_no_key_and_warns_at_startup(dbs):
     dbs.add_product(("a", "A", "pro", "active"))
-    with server(dbs.env(KEYBUZZ_DEV_MODE="true")) as (client, proc):
+    with server(dbs.env(KEYBUZZ_DEV_MODE="true")) as (client, served):
         assert client.post("/api/v1/tenants/sync", json={"tenantId": "a"}).status_code == 200
-    events = [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith("{")]
+        events = served.events()
     assert any(e["event"] == "http.dev_mode" and e["level"] == "warning" for e in events)
 
 
@@ -164,3 +189,232 @@ def test_serve_on_a_port_in_use_exits_2_with_one_line_and_never_says_listening()
         f"tenant-reconcile: configuration error: cannot listen on 127.0.0.1:{port}: address already in use"]
     assert "http.listening" not in result.stdout
     assert all(e["event"] != "http.listening" for e in result.events)  # stdout is still JSON lines only
+
+
+# -- hostile input -------------------------------------------------------------------------------
+# One server and one pair of databases for the whole module: every request below is rejected (or
+# looks up a tenant that does not exist), so nothing is ever written, and each test checks that.
+# The product holds kbz-003, absent from the marketplace: a request that slipped through would
+# create it, which is what "nothing written" catches.
+
+SYNC = "/api/v1/tenants/sync"
+STATUS = "/api/v1/tenants/status/"
+LIMIT = 64 * 1024
+
+
+class Hostile:
+    def __init__(self, client: httpx.Client, served: Served, dbs) -> None:
+        self.client = client
+        self.served = served
+        self.dbs = dbs
+        self.port = client.base_url.port
+
+    def written(self) -> dict[str, int]:
+        row = self.dbs.sql("marketplace", 'SELECT (SELECT count(*) FROM "Tenant") AS tenants, '
+                                          "(SELECT count(*) FROM inbound_connections) AS connections, "
+                                          "(SELECT count(*) FROM inbound_addresses) AS addresses")[0]
+        return dict(row._mapping)
+
+    def rejected(self, response: httpx.Response, status: int) -> str:
+        """Assert the answer is `status` with the JSON error shape and that nothing was written;
+        returns the error message."""
+        assert response.status_code == status, (response.status_code, response.text)
+        assert response.headers["content-type"] == "application/json"
+        body = response.json()
+        assert set(body) == {"success", "error"} and body["success"] is False, body
+        assert isinstance(body["error"], str) and body["error"]
+        assert self.written() == {"tenants": 0, "connections": 0, "addresses": 0}
+        return body["error"]
+
+    def raw(self, request: bytes, *, close: bool = False, timeout: float = 5) -> tuple[int, dict]:
+        """Send `request` byte for byte and read one answer (status, JSON body) without waiting for
+        the connection to close; a server still waiting for the body times out here."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            sock.sendall(request)
+            if close:
+                sock.shutdown(socket.SHUT_WR)
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(65536)
+                assert chunk, f"connection closed before an answer: {data!r}"
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, v in (line.split(":", 1) for line in lines[1:])}
+            length = int(headers["content-length"])
+            while len(body) < length:
+                chunk = sock.recv(65536)
+                assert chunk, "connection closed mid-answer"
+                body += chunk
+        assert headers["content-type"] == "application/json"
+        return int(lines[0].split()[1]), json.loads(body)
+
+
+@pytest.fixture(scope="module")
+def hostile(pg_server) -> Iterator[Hostile]:
+    from tests.conftest import _fresh_pair
+
+    with _fresh_pair(pg_server) as dbs:
+        dbs.add_product(("kbz-003", "K3", "dev", "trial"))
+        with server(dbs.env(INBOUND_WEBHOOK_KEY=KEY)) as (client, served):
+            client.headers["X-Internal-Key"] = KEY
+            yield Hostile(client, served, dbs)
+
+
+def padded(size: int, tenant_id: str = "kbz-003") -> bytes:
+    """A valid JSON body of exactly `size` bytes for `tenant_id`."""
+    head = f'{{"tenantId": "{tenant_id}", "createInboundAddress": false, "pad": "'.encode()
+    body = head + b"x" * (size - len(head) - 2) + b'"}'
+    assert len(body) == size
+    return body
+
+
+def test_a_body_over_64_kib_is_413_and_nothing_is_written(hostile):
+    for size in (LIMIT + 1, 1024 * 1024):
+        response = hostile.client.post(SYNC, content=padded(size), headers={"Content-Type": "application/json"})
+        assert "64 KiB" in hostile.rejected(response, 413)
+
+
+def test_limits_are_inclusive_a_64_kib_body_and_a_128_character_id_are_read(hostile):
+    for body in (padded(LIMIT, "ghost"), padded(200, "g" * 128),
+                 b'\xef\xbb\xbf{"tenantId": "ghost"}',  # a UTF-8 byte order mark may precede JSON
+                 b'{"tenantId": "ghost", "createInboundAddress": false, "extra": [1, {"a": null}], "tenantID": 5}'):
+        response = hostile.client.post(SYNC, content=body)
+        assert hostile.rejected(response, 404) == "Tenant not found in product DB"
+    assert hostile.client.get(STATUS + "g" * 128).status_code == 404  # the status JSON: in neither database
+
+
+def test_a_content_length_over_64_kib_is_413_before_the_body_is_sent(hostile):
+    status, body = hostile.raw(b"POST /api/v1/tenants/sync HTTP/1.1\r\nHost: test\r\n"
+                               b"X-Internal-Key: " + KEY.encode() + b"\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: 10000000\r\n\r\n{")
+    assert status == 413 and body["success"] is False and "64 KiB" in body["error"]
+    assert hostile.written() == {"tenants": 0, "connections": 0, "addresses": 0}
+
+
+def test_a_chunked_body_is_cut_off_at_64_kib_while_it_is_still_arriving(hostile):
+    chunk = b" " * 0x4000
+    status, body = hostile.raw(b"POST /api/v1/tenants/sync HTTP/1.1\r\nHost: test\r\n"
+                               b"X-Internal-Key: " + KEY.encode() + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               + (b"4000\r\n" + chunk + b"\r\n") * 5)  # 80 KiB and no last chunk: never ends
+    assert status == 413 and body["success"] is False and "64 KiB" in body["error"]
+    assert hostile.written() == {"tenants": 0, "connections": 0, "addresses": 0}
+
+
+def test_a_complete_chunked_body_over_64_kib_is_413(hostile):
+    body = padded(LIMIT + 1000)
+    response = hostile.client.post(SYNC, content=iter([body[:40000], body[40000:]]))  # no Content-Length
+    assert response.request.headers["transfer-encoding"] == "chunked"
+    hostile.rejected(response, 413)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b'{"tenantId": "kbz-003\\u0000"}', "tenantId must not contain a NUL character"),
+    (b'{"tenantId": "\\u0000"}', "tenantId must not contain a NUL character"),
+    (b'{"tenantId": "kbz-003\\ud800"}', "lone surrogate"),
+    (b'{"tenantId": "\\udc00kbz-003"}', "lone surrogate"),
+    (b'{"tenantId": "' + b"k" * 129 + b'"}', "tenantId must be at most 128 characters"),
+], ids=["nul", "only-nul", "high-surrogate", "low-surrogate", "129-characters"])
+def test_a_tenant_id_with_a_nul_a_lone_surrogate_or_over_128_characters_is_400(hostile, body, message):
+    error = hostile.rejected(hostile.client.post(SYNC, content=body), 400)
+    assert message in error
+    assert "kkkkkkkk" not in error  # the value is never echoed
+
+
+@pytest.mark.parametrize("value", [3, 3.5, True, ["kbz-003"], {"id": "kbz-003"}])
+def test_tenant_id_must_be_a_json_string(hostile, value):
+    response = hostile.client.post(SYNC, json={"tenantId": value})
+    assert hostile.rejected(response, 400) == "tenantId must be a string"
+
+
+def test_tenant_id_is_required(hostile):
+    for body in ({}, {"tenantId": None}, {"tenantId": ""}, {"tenantId": " \t"}):
+        assert hostile.rejected(hostile.client.post(SYNC, json=body), 400) == "tenantId is required"
+    assert hostile.rejected(hostile.client.post(SYNC, content=b""), 400) == "tenantId is required"
+
+
+def test_deeply_nested_json_is_400_or_413_never_500(hostile):
+    for body in (b"[" * 60000, b'{"tenantId": "kbz-003", "x": ' + b"[" * 60000, b"[" * 1100 + b"]" * 1100):
+        assert "nested" in hostile.rejected(hostile.client.post(SYNC, content=body), 400)
+    hostile.rejected(hostile.client.post(SYNC, content=b"[" * 100000), 413)  # over the size limit first
+
+
+@pytest.mark.parametrize("value", ["false", "true", 0, 1, None, [], {}])
+def test_create_inbound_address_must_be_a_json_boolean(hostile, value):
+    response = hostile.client.post(SYNC, json={"tenantId": "kbz-003", "createInboundAddress": value})
+    assert hostile.rejected(response, 400) == "createInboundAddress must be true or false"
+
+
+@pytest.mark.parametrize("value", [False, 0, 12, [], {}, ["FR"], None])
+def test_country_must_be_a_json_string(hostile, value):
+    response = hostile.client.post(SYNC, json={"tenantId": "kbz-003", "country": value})
+    assert hostile.rejected(response, 400) == "country must be a string"
+    # also when no address is asked for: a wrong type is a wrong request either way
+    response = hostile.client.post(SYNC, json={"tenantId": "kbz-003", "country": value,
+                                               "createInboundAddress": False})
+    assert hostile.rejected(response, 400) == "country must be a string"
+
+
+def test_a_bad_country_is_400_and_never_echoed(hostile):
+    for country in ("Q" * 1000, "FRA", "F\x00", "FR,DE"):
+        response = hostile.client.post(SYNC, json={"tenantId": "kbz-003", "country": country})
+        error = hostile.rejected(response, 400)
+        assert error == "country must be one two-letter country code (e.g. FR)"
+
+
+@pytest.mark.parametrize("body", [
+    b'{"tenantId": "\xff"}',  # invalid UTF-8
+    '{"tenantId": "kbz-003", "createInboundAddress": false}'.encode("utf-16"),  # JSON is UTF-8
+    b'{"tenantId": "kbz-003", "createInboundAddress": false, "n": 1e999}',  # a number too big for a double
+    b'{"tenantId": "kbz-003", "n": 1' + b"0" * 5000 + b"}",  # more digits than Python converts
+    b'{"tenantId": "kbz-003", "createInboundAddress": false, "n": NaN}',  # not JSON
+    b'{"tenantId": "kbz-003"} trailing',
+    b'{not json',
+], ids=["invalid-utf8", "utf16", "1e999", "5000-digits", "nan", "trailing", "garbage"])
+def test_a_body_that_is_not_utf8_json_is_400_never_500(hostile, body):
+    assert hostile.rejected(hostile.client.post(SYNC, content=body), 400).startswith("request body")
+
+
+@pytest.mark.parametrize("body", [b'["kbz-003"]', b'"kbz-003"', b"null", b"1"])
+def test_a_body_that_is_not_a_json_object_is_400(hostile, body):
+    assert hostile.rejected(hostile.client.post(SYNC, content=body), 400) == "request body must be a JSON object"
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    ("%00", "tenantId must not contain a NUL character"),
+    ("kbz%00-003", "tenantId must not contain a NUL character"),
+    ("%FF", "tenantId must be valid UTF-8 text"),
+    ("kbz-003%ED%A0%80", "tenantId must be valid UTF-8 text"),  # a surrogate, UTF-8 encoded
+    ("k" * 129, "tenantId must be at most 128 characters"),
+    ("%20%20", "tenantId is required"),
+    ("", "tenantId is required"),
+], ids=["nul", "inner-nul", "invalid-utf8", "surrogate", "129-characters", "blank", "empty"])
+def test_status_rejects_an_id_with_a_nul_bad_utf8_or_over_128_characters(hostile, path, message):
+    assert hostile.rejected(hostile.client.get(STATUS + path), 400) == message
+
+
+def test_a_client_that_disconnects_mid_body_is_not_an_internal_error(hostile):
+    before = len(hostile.served.events())
+    with socket.create_connection(("127.0.0.1", hostile.port), timeout=5) as sock:
+        sock.sendall(b"POST /api/v1/tenants/sync HTTP/1.1\r\nHost: test\r\nX-Internal-Key: " + KEY.encode()
+                     + b"\r\nContent-Length: 100\r\n\r\n" + b'{"tenantId": ')
+    deadline = time.monotonic() + 10
+    while not [e for e in hostile.served.events()[before:] if e["event"] == "http.request"]:
+        assert time.monotonic() < deadline, "the server never finished the request"
+        time.sleep(0.05)
+    events = hostile.served.events()[before:]
+    assert not [e for e in events if e["event"] == "http.internal_error"], events
+    assert [e["status"] for e in events if e["event"] == "http.request"] == [400]
+    assert hostile.written() == {"tenants": 0, "connections": 0, "addresses": 0}
+
+
+def test_the_internal_key_never_appears_in_the_server_output(hostile):
+    client = hostile.client
+    for key in (KEY, KEY + "x", KEY[:-1], ""):
+        client.post(SYNC, content=b'{"tenantId": "\\ud800"}', headers={"X-Internal-Key": key})
+        client.get(STATUS + "%00", headers={"X-Internal-Key": key})
+        client.post(SYNC, content=padded(LIMIT + 1), headers={"X-Internal-Key": key})
+    assert client.get("/healthz").status_code == 200
+    output = hostile.served.stdout() + hostile.served.stderr()
+    assert "http.request" in output
+    assert KEY not in output and KEY[:-1] not in output

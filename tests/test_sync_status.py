@@ -1,16 +1,21 @@
-"""SPEC §4 `sync` and `status`: the seed's single-tenant semantics, without its defects."""
+"""`sync` and `status`: the seed's single-tenant semantics, without its defects, and the rule for
+the TENANT_ID they are given."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 
 import pytest
 
+from reconcile.ids import tenant_id_problem
 from reconcile.lock import lock_key
 from reconcile.shard import Shard
-from tests.pgtools import run_cli
+from tests.pgtools import REPO, run_cli
 
 
 def last_json(result) -> dict:
@@ -153,3 +158,61 @@ def test_status_of_an_orphan_and_of_nothing(dbs):
     assert orphan.code == 0 and last_json(orphan)["product"]["exists"] is False
     nothing = run_cli("status", "nobody", env=dbs.env())
     assert nothing.code == 4 and last_json(nothing)["inSync"] is False
+
+
+# -- the TENANT_ID argument ----------------------------------------------------------------------
+
+def test_tenant_id_rule():
+    assert tenant_id_problem("kbz-003") is None
+    assert tenant_id_problem("k" * 128) is None
+    assert tenant_id_problem(" kbz-003 ") is None  # ids are compared exactly: kept as given, not trimmed
+    assert tenant_id_problem("é" * 128) is None  # characters, not bytes
+    assert tenant_id_problem("k" * 129) == "tenantId must be at most 128 characters"
+    assert tenant_id_problem("a\x00b") == "tenantId must not contain a NUL character"
+    assert tenant_id_problem("a\ud800") == "tenantId must be valid UTF-8 text"
+    assert tenant_id_problem(os.fsdecode(b"a\xff")) == "tenantId must be valid UTF-8 text"
+    for blank in ("", "  ", "\t\n", None):
+        assert tenant_id_problem(blank) == "tenantId is required"
+    for wrong in (3, 3.5, True, ["a"], {"a": 1}, b"a"):
+        assert tenant_id_problem(wrong) == "tenantId must be a string"
+    assert tenant_id_problem("k" * 129, name="TENANT_ID") == "TENANT_ID must be at most 128 characters"
+
+
+def run_with_bytes(*args: bytes, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The CLI with argv given as raw bytes, as a shell passes a file name in another encoding."""
+    return subprocess.run([os.fsencode(sys.executable), b"-m", b"jobs", *args], capture_output=True, env=env,
+                          cwd=REPO, timeout=60)
+
+
+def written(dbs) -> tuple[int, int, int]:
+    row = dbs.sql("marketplace", 'SELECT (SELECT count(*) FROM "Tenant") AS tenants, '
+                                 "(SELECT count(*) FROM inbound_connections) AS connections, "
+                                 "(SELECT count(*) FROM inbound_addresses) AS addresses")[0]
+    return row.tenants, row.connections, row.addresses
+
+
+@pytest.mark.parametrize("command", [b"sync", b"status"])
+@pytest.mark.parametrize(("tenant_id", "message"), [
+    (b"\xff", "TENANT_ID must be valid UTF-8 text"),
+    (b"kbz-003\xed\xa0\x80", "TENANT_ID must be valid UTF-8 text"),  # a surrogate, UTF-8 encoded
+    (b"k" * 129, "TENANT_ID must be at most 128 characters"),
+    (b"  ", "TENANT_ID is required"),
+    (b"", "TENANT_ID is required"),
+], ids=["invalid-utf8", "surrogate", "129-characters", "blank", "empty"])
+def test_a_tenant_id_argument_that_cannot_be_an_id_exits_2_with_one_line(dbs, command, tenant_id, message):
+    dbs.add_product(("k" * 129, "Long", "pro", "active"), (" kbz-003", "K", "pro", "active"))
+    result = run_with_bytes(command, tenant_id, env=dbs.env())
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert result.stderr.decode().splitlines() == [f"tenant-reconcile: configuration error: {message}"]
+    assert result.stdout == b""
+    assert written(dbs) == (0, 0, 0)
+
+
+def test_a_tenant_id_argument_is_checked_before_any_database_is_needed():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RECONCILE_", "PRODUCT_", "MARKETPLACE_"))}
+    env.update({"PRODUCT_DATABASE_URL": "postgresql://u:hunter2@127.0.0.1:9/product",  # never connected to
+                "MARKETPLACE_DATABASE_URL": "postgresql://u:hunter2@127.0.0.1:9/marketplace"})
+    for command in ("sync", "status"):
+        result = run_cli(command, "k" * 200, env=env, timeout=30)
+        assert result.code == 2 and result.stdout == ""
+        assert result.stderr == "tenant-reconcile: configuration error: TENANT_ID must be at most 128 characters\n"
