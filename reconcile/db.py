@@ -245,16 +245,20 @@ def engine_for(db: DatabaseUrl, *, connect_timeout_s: int = 10, statement_timeou
                                                            connect_timeout_s),
         },
     )
-    sa.event.listen(engine, "connect", _on_connect)
+    sa.event.listen(engine, "connect", lambda dbapi_connection, _record: _on_connect(dbapi_connection, db))
     return engine
 
 
-def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-    """Session settings that depend on the server version (an unknown one would refuse the login)."""
-    if dbapi_connection.server_version >= 140000:
-        with dbapi_connection.cursor() as cur:
+def _on_connect(dbapi_connection: Any, db: DatabaseUrl) -> None:
+    """Session settings that cannot go in the startup options: one that depends on the server
+    version (an unknown one would refuse the login), and the schema of a Prisma URL, bound as a
+    parameter and quoted as Prisma quotes it (`schema=MySchema` is "MySchema")."""
+    with dbapi_connection.cursor() as cur:
+        if dbapi_connection.server_version >= 140000:
             cur.execute(f"SET client_connection_check_interval = {CLIENT_CHECK_INTERVAL_MS}")
-        dbapi_connection.commit()  # end the implicit transaction: isolation levels are set outside one
+        if db.search_path:
+            cur.execute("SELECT set_config('search_path', quote_ident(%s), false)", (db.search_path,))
+    dbapi_connection.commit()  # end the implicit transaction: isolation levels are set outside one
 
 
 def quietly(action: Any) -> None:

@@ -107,7 +107,8 @@ def run_reconcile(settings: Settings, options: RunOptions, log: Any, report: Rep
     report.set_databases(product_db, market_db)
     started = time.perf_counter()
     log.info("reconcile.start", mode=report.mode, shard=report.shard,
-             source=product_db.display, target=market_db.display)
+             source=product_db.display, target=market_db.display,
+             product_from=settings.product_from, marketplace_from=settings.marketplace_from)
     cancel = options.cancel or Cancellation()
     try:
         scope = Scope(settings.shard, (options.tenant_id,) if options.tenant_id is not None else None)
@@ -246,13 +247,14 @@ def _stage_guard_write(run: _Run, market_tx: sa.RootTransaction, plan: Plan) -> 
         with translate_db_errors("checking slugs across shards failed", run.product_db):
             apply.cross_shard_slug_conflicts(run.product, market, plan, settings.mapping, settings.shard)
     quietly(run.product.close)  # read everything it had to: do not keep it idle through the writes
-    verdict = guard.check(plan, max_archive=settings.max_archive, max_archive_ratio=settings.max_archive_ratio)
+    verdict = guard.check(plan, max_archive=settings.max_archive, max_archive_ratio=settings.max_archive_ratio,
+                          allow_empty_source=settings.allow_empty_source)
     if verdict is not None:
-        if not options.force:
+        if verdict.blocks(force=options.force):
             report.extra["guard"] = {"reason": verdict.reason, **verdict.figures}
             report.extra["planned"] = planned_counts(plan)
             tally(report, plan, None, log)  # counts and lists: what the run would have done
-            raise GuardTripped(f"safety guard: {verdict.reason}; nothing written (use --force)")
+            raise GuardTripped(verdict.message)
         log.warning("guard.overridden", reason=verdict.reason, **verdict.figures)
     outcome = None
     announce = None
