@@ -3,12 +3,19 @@
 They live in the marketplace DB, so they hold across processes and machines, and PostgreSQL drops
 them when the holding session ends, so a killed run never leaves one behind.
 
-Two levels, so that a whole run never overlaps any part of itself:
-- a whole run (`0/1`) holds the whole-run key exclusively;
-- a shard run holds the whole-run key shared, then its own shard key exclusively: the N shards of
-  an Indexed Job run at once, but none of them beside a whole run;
-- a single-tenant `sync` holds the whole-run key shared: syncs run side by side, never beside a
-  whole run.
+Who may run beside whom:
+- a whole run (`0/1`) holds the whole-run key exclusively: it runs beside nothing;
+- a shard run holds the whole-run key shared and its own shard key exclusively: the N shards of
+  an Indexed Job run at once, none of them beside a whole run;
+- a single-tenant writer (`sync`, HTTP /sync, a run restricted to some ids) holds the whole-run key
+  shared: any number run side by side (serialized per tenant by transaction locks, see
+  `lock_tenants`), never beside a whole run;
+- shard runs and single-tenant writers exclude each other as groups: each group holds its own
+  group key shared and checks, by a momentary exclusive try, that the other group's key is free.
+  (A shard run does not serialize per tenant, so a sync beside it could add a second inbound row
+  where the unique constraints are missing.)
+
+Every attempt takes all the keys or none, so two waiting runs never hold a part each.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from reconcile.shard import Shard
 
 LOCK_NAME = "tenant-reconcile"
 _POLL_S = 0.25
+_SHARD_RUNS = "group:shard-runs"
+_SINGLE_WRITERS = "group:single-tenant-writers"
 
 
 def lock_key(shard: Shard) -> int:
@@ -37,15 +46,19 @@ def lock_key(shard: Shard) -> int:
 class Held:
     key: int
     shared: bool
+    what: str = "another run"  # who holds it when it cannot be taken, for the message
+    probe_only: bool = False   # taken and released at once: only proves that nobody holds it
 
 
 def _needed(shard: Shard, sync: bool) -> list[Held]:
     whole = lock_key(Shard())
     if sync:
-        return [Held(whole, True)]
+        return [Held(whole, True, "a whole run (0/1)"), Held(_key(_SINGLE_WRITERS), True),
+                Held(_key(_SHARD_RUNS), False, "a sharded run", probe_only=True)]
     if shard.whole:
         return [Held(whole, False)]
-    return [Held(whole, True), Held(lock_key(shard), False)]
+    return [Held(whole, True, "a whole run (0/1)"), Held(lock_key(shard), False),
+            Held(_key(_SHARD_RUNS), True), Held(_key(_SINGLE_WRITERS), False, "a sync", probe_only=True)]
 
 
 # Without --wait-lock a held lock is tried for this long before exit 6: the backend of a run that
@@ -61,25 +74,39 @@ def acquire(conn: sa.Connection, shard: Shard, wait_s: float = 0.0, sync: bool =
     before every attempt and wakes the waits: a SIGTERM must not sit out a long --wait-lock, nor
     take the lock afterwards."""
     deadline = time.monotonic() + max(wait_s, SETTLE_S)
+    while True:
+        if cancel is not None:
+            cancel.check()
+        held, refused = _attempt(conn, _needed(shard, sync))
+        if refused is None:
+            return held
+        if time.monotonic() >= deadline:
+            raise _held_error(conn, refused, shard, wait_s)
+        pause = min(_POLL_S, max(deadline - time.monotonic(), 0.0))
+        if cancel is not None:
+            cancel.wait(pause)
+        else:
+            time.sleep(pause)
+
+
+def _attempt(conn: sa.Connection, needed: list[Held]) -> tuple[list[Held], Held | None]:
+    """All of `needed`, or none of them and the first one refused."""
     held: list[Held] = []
     try:
-        for lock in _needed(shard, sync):
+        for lock in needed:
             try_lock = "pg_try_advisory_lock_shared" if lock.shared else "pg_try_advisory_lock"
-            while True:
-                if cancel is not None:
-                    cancel.check()
-                if conn.exec_driver_sql(f"SELECT {try_lock}(%s)", (lock.key,)).scalar():
-                    held.append(lock)
-                    break
-                if time.monotonic() >= deadline:
-                    raise _held_error(conn, lock, shard, wait_s)
-                pause = min(_POLL_S, max(deadline - time.monotonic(), 0.0))
-                cancel.wait(pause) if cancel is not None else time.sleep(pause)
+            if not conn.exec_driver_sql(f"SELECT {try_lock}(%s)", (lock.key,)).scalar():
+                release(conn, held)
+                return [], lock
+            if lock.probe_only:
+                release(conn, [lock])
+            else:
+                held.append(lock)
     except BaseException:
         with contextlib.suppress(Exception):  # the session may be gone, and its locks with it
             release(conn, held)
         raise
-    return held
+    return held, None
 
 
 _HOLDERS = """
@@ -102,7 +129,7 @@ def holders(conn: sa.Connection, key: int) -> list[dict[str, Any]]:
 
 def _held_error(conn: sa.Connection, lock: Held, shard: Shard, wait_s: float) -> LockHeld:
     waited = f" after waiting {wait_s:g}s" if wait_s > 0 else ""
-    what = "a whole run (0/1)" if lock.shared else "another run"
+    what = lock.what
     try:
         found = holders(conn, lock.key)
     except sa.exc.DBAPIError:
