@@ -1,0 +1,78 @@
+"""A peer that stalls (stops forwarding, keeps the TCP connection open) must not hang a run: it ends
+by itself with exit 7 within RECONCILE_NETWORK_TIMEOUT + 10 s, and SIGTERM/SIGINT end it within
+10 s even when a cancel request cannot get through."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from tests.faults.harness import (
+    BULK,
+    PHASES,
+    Proc,
+    assert_failed_run,
+    assert_fired,
+    assert_nothing_written,
+    market_state,
+    run,
+    seed_bulk,
+)
+
+NETWORK_TIMEOUT = 2
+BOUND = NETWORK_TIMEOUT + 10  # the promise: the timeout plus 10 s
+
+
+@pytest.mark.parametrize("phase", list(PHASES))
+def test_a_stalled_peer_ends_the_run_with_exit_7_within_the_network_timeout(faults, phase):
+    spec = PHASES[phase]
+    seed_bulk(faults.dbs, **BULK)
+    before = market_state(faults.dbs)
+    rule = faults.proxy(spec.proxy).add("stall", marker=spec.markers, direction=spec.direction, after=spec.after)
+    out = run("run", env=faults.env(RECONCILE_NETWORK_TIMEOUT=str(NETWORK_TIMEOUT)), deadline=BOUND + 3)
+    assert_fired(rule, phase)
+    assert_failed_run(out, bound=BOUND, names=faults.names(spec.proxy))
+    assert_nothing_written(faults.dbs, before)
+
+
+def test_a_stalled_peer_ends_a_sync_too(faults):
+    faults.dbs.add_product(("solo", "Solo", "pro", "active"))
+    before = market_state(faults.dbs)
+    rule = faults.market.add("stall", marker=PHASES["insert"].markers, direction="s2c")
+    out = run("sync", "solo", env=faults.env(RECONCILE_NETWORK_TIMEOUT=str(NETWORK_TIMEOUT)), deadline=BOUND + 3)
+    assert_fired(rule, "the sync's INSERT")
+    assert_failed_run(out, bound=BOUND, names=faults.names("marketplace"))
+    assert out.last_json["success"] is False
+    assert_nothing_written(faults.dbs, before)
+
+
+SIGNAL_CASES = [
+    (signal.SIGTERM, "product snapshot"),
+    (signal.SIGINT, "marketplace snapshot"),
+    (signal.SIGTERM, "lock"),
+    (signal.SIGINT, "staging"),
+    (signal.SIGTERM, "insert"),
+    (signal.SIGTERM, "commit"),
+]
+
+
+@pytest.mark.parametrize(("sig", "phase"), SIGNAL_CASES, ids=[f"{s.name}-{p}" for s, p in SIGNAL_CASES])
+def test_a_signal_ends_a_run_stalled_in_any_phase_within_10s(faults, sig, phase):
+    spec = PHASES[phase]
+    seed_bulk(faults.dbs, **BULK)
+    before = market_state(faults.dbs)
+    rule = faults.proxy(spec.proxy).add("stall", marker=spec.markers, direction=spec.direction, after=spec.after)
+    # A long network timeout: only the signal may end this run in time.
+    proc = Proc("run", env=faults.env(RECONCILE_NETWORK_TIMEOUT="120"))
+    try:
+        assert rule.wait(30), f"the run never reached {phase}"
+        time.sleep(0.3)  # well inside the stalled read or write
+        proc.signal(sig)
+        out = proc.finish(deadline=13)
+    finally:
+        proc.kill_if_running()
+    report = assert_failed_run(out, bound=10, names=(sig.name,))
+    assert "nothing written" in report["error"] or "rolled back" in report["error"], report["error"]
+    assert_nothing_written(faults.dbs, before)
