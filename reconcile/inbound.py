@@ -27,7 +27,7 @@ from reconcile.pgcopy import Query, copy_in, copy_out
 from reconcile.reconciler import AfterWrite, HookContext
 from reconcile.scope import Scope
 from reconcile.settings import Settings
-from reconcile.tempfiles import temp_file, temp_space
+from reconcile.tempfiles import discard, temp_file, temp_space
 from reconcile.watchdog import WatchedConnection
 
 EMAIL_ID_PATTERN = "^[A-Za-z0-9][A-Za-z0-9_-]*$"
@@ -120,7 +120,7 @@ class InboundEnsurer:
             self._join()
         finally:
             if self._candidates is not None:
-                self._candidates.close()
+                discard(self._candidates)
 
     def __call__(self, ctx: HookContext) -> Callable[[], None] | None:
         if self._thread is None:  # not prepared (a caller outside run_reconcile): scan now, in the transaction
@@ -316,7 +316,7 @@ def ensure(ctx: HookContext, countries: tuple[str, ...], domain: str,
                                                   WHERE h.tenant_id = c.tenant_id AND h.country = x.cc)""",
                                                     {"countries": list(countries)}))
     new_rows = _with_tokens(missing, missing_count, domain)
-    missing.close()
+    discard(missing)
     _sql(ctx, """CREATE TEMP TABLE rc_addr_new (tenant_id text, conn_id text, country text, token text,
                                                email text) ON COMMIT DROP""")
     copy_in(ctx.conn, "rc_addr_new", new_rows)
@@ -347,7 +347,7 @@ def ensure(ctx: HookContext, countries: tuple[str, ...], domain: str,
                     log.info("inbound.created", tenant_id=tenant_id.decode(), country=country.decode(),
                              marketplace=ADDRESS_MARKETPLACE, email=address.decode())
         finally:
-            new_rows.close()
+            discard(new_rows)
 
     return announce
 

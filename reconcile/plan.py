@@ -37,7 +37,7 @@ from reconcile.mapping import (
     MAX_NAME_LENGTH,
     slug_for,
 )
-from reconcile.tempfiles import spooled_file
+from reconcile.tempfiles import discard, spooled_file
 
 _SPOOL_IN_MEMORY = 4 << 20
 _CLOSED = CLOSED.encode()
@@ -69,7 +69,7 @@ class ActionSpool:
             yield line[:-1].split(b"\t")
 
     def close(self) -> None:
-        self.file.close()
+        discard(self.file)
 
 
 # Spool layouts (one temp table each in reconcile.apply):

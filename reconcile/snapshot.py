@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from reconcile.errors import DatabaseError
 from reconcile.mapping import Mapping
 from reconcile.pgcopy import Query, copy_out, dbapi
-from reconcile.tempfiles import temp_file, temp_space
+from reconcile.tempfiles import discard, temp_file, temp_space
 
 # Measured at 1M tenants on 2 cores: a modest work_mem (sorted runs stream out while merging) and no
 # parallel workers (the two snapshots already run at once) are ~15 % faster than a big in-memory
@@ -47,7 +47,7 @@ class Spool:
         return self.file
 
     def close(self) -> None:
-        self.file.close()
+        discard(self.file)
 
 
 @dataclass
@@ -71,7 +71,7 @@ def copy_to_spool(conn: Any, query: Query) -> Spool:
         with temp_space():
             spool.flush()
     except BaseException:
-        spool.close()
+        discard(spool)
         raise
     return Spool(spool, rows, time.perf_counter() - started)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import IO
 
 from reconcile.errors import DatabaseError
@@ -45,3 +45,10 @@ def temp_file(buffering: int = -1) -> IO[bytes]:
 def spooled_file(max_size: int) -> IO[bytes]:
     """In memory up to `max_size` bytes, then a temp file (errors of the rollover are named too)."""
     return tempfile.SpooledTemporaryFile(max_size=max_size, dir=temp_dir())
+
+
+def discard(file: IO[bytes]) -> None:
+    """Close a temp file whose content is no longer wanted. Closing flushes its buffer, which fails
+    again on a full disk: that must not replace the error already being reported."""
+    with suppress(OSError):
+        file.close()
