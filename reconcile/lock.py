@@ -144,6 +144,8 @@ def _held_error(conn: sa.Connection, lock: Held, shard: Shard, wait_s: float) ->
 
 
 def release(conn: sa.Connection, held: list[Held]) -> None:
+    if conn.invalidated or conn.closed:
+        return  # the session is gone, and its locks with it; using it again would reconnect
     for lock in reversed(held):
         unlock = "pg_advisory_unlock_shared" if lock.shared else "pg_advisory_unlock"
         conn.exec_driver_sql(f"SELECT {unlock}(%s)", (lock.key,))

@@ -172,6 +172,8 @@ def _run(run: _Run) -> None:
 
 
 def _release(market: sa.Connection, held: list[lock.Held]) -> None:
+    if market.invalidated or market.closed:
+        return  # the session is gone, and its locks with it; using it again would reconnect
     try:
         if market.in_transaction():
             market.rollback()

@@ -348,7 +348,19 @@ def outputs(out: Outcome) -> list[str]:
     return texts
 
 
+def record_timing(out: Outcome) -> None:
+    """With RECONCILE_FAULT_TIMINGS=FILE, one JSON line per checked run (test, exit code, seconds
+    to exit): the figures the README's failure table quotes."""
+    path = os.environ.get("RECONCILE_FAULT_TIMINGS")
+    if path:
+        line = {"test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0], "args": list(out.args),
+                "code": out.code, "seconds": round(out.elapsed, 2)}
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(line) + "\n")
+
+
 def assert_ended(out: Outcome, bound: float) -> None:
+    record_timing(out)
     assert out.code is not None, f"the run did not end by itself within {bound:.0f}s (killed){out.tail()}"
     assert out.elapsed < bound, f"the run took {out.elapsed:.1f}s, more than {bound:.0f}s{out.tail()}"
 
