@@ -28,6 +28,7 @@ from reconcile.errors import ConfigError
 from reconcile.report import Report, new_run_id
 from reconcile.settings import Settings
 
+CANCELLED_RUN_BOUND_S = 10.0
 _DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _DOW_ITEM = re.compile(r"^(?P<base>\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/(?P<step>\d+))?$")
 
@@ -219,8 +220,13 @@ class ScheduledRuns:
                 self.log.warning("schedule.cancelling_run", detail=f"still running after {self.stop_grace_s:g}s; "
                                  "its transaction is rolled back")
                 self._running.cancel(f"{reason}, grace period over")
-            while self._running is not None:
+            # A cancelled run ends within a few seconds (its calls are cut); never wait for ever.
+            deadline = time.monotonic() + CANCELLED_RUN_BOUND_S
+            while self._running is not None and time.monotonic() < deadline:
                 self._idle.wait(0.2)
+            if self._running is not None:
+                self.log.error("schedule.run_abandoned", detail=f"the cancelled run did not end within "
+                               f"{CANCELLED_RUN_BOUND_S:g}s; exiting without it (nothing it did is committed)")
 
     def serve(self, run_now: bool) -> None:
         """Until SIGTERM/SIGINT: no new runs then; let the current one finish, or cancel it."""
