@@ -135,15 +135,13 @@ class WatchedConnection(psycopg2.extensions.connection):
 
 
 class _Progress:
-    """A COPY source or sink that tells the connection data is moving."""
+    """A COPY source that tells the connection data is moving (psycopg2 reads it in large chunks).
+    Sinks are not wrapped: psycopg2 writes one call per row, and the kernel's count of received
+    data (TCP_INFO) already shows progress in that direction."""
 
     def __init__(self, file: IO[bytes], conn: WatchedConnection) -> None:
         self._file = file
         self._conn = conn
-
-    def write(self, data: bytes) -> int:
-        self._conn.progressed()
-        return self._file.write(data)
 
     def read(self, size: int = -1) -> bytes:
         self._conn.progressed()
@@ -164,8 +162,10 @@ class WatchedCursor(psycopg2.extensions.cursor):
             super().executemany(query, vars_list)
 
     def copy_expert(self, sql: Any, file: Any, size: int = 8192) -> None:
+        text = sql.decode() if isinstance(sql, bytes) else str(sql)
+        source = _Progress(file, self.connection) if text.rstrip().upper().endswith("FROM STDIN") else file
         with self.connection.busy():
-            super().copy_expert(sql, _Progress(file, self.connection), size)
+            super().copy_expert(sql, source, size)
 
 
 def watched_connection_class(probe_dsn: str, display: str, timeout_s: float,
