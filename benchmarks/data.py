@@ -18,8 +18,8 @@ from typing import Any
 
 import psycopg2
 
-from reconcile.db import DatabaseUrl, url_with_secret
-from reconcile.schema import init_marketplace, init_product
+from reconcile.db.urls import DatabaseUrl, url_with_secret
+from reconcile.testing.schema import init_marketplace, init_product
 
 COPY_CHUNK = 1 << 20
 

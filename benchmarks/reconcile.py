@@ -30,7 +30,7 @@ from typing import Any
 import psycopg2
 
 from benchmarks.data import Dataset, dsn, load
-from reconcile.db import DatabaseUrl
+from reconcile.db.urls import DatabaseUrl
 from reconcile.errors import ReconcileError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,7 +129,7 @@ def server(url: str | None, keep: bool, say: Any) -> Iterator[tuple[DatabaseUrl,
     if url:
         yield DatabaseUrl.parse(url, "--url"), "url"
         return
-    from reconcile.embedded import embedded_postgres
+    from reconcile.testing.embedded import embedded_postgres
 
     with embedded_postgres(keep=keep) as pg:
         if keep:
@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmark: {exc}", file=sys.stderr)
         return 2
     except psycopg2.Error as exc:
-        from reconcile.db import scrub_credentials
+        from reconcile.db.urls import scrub_credentials
 
         first = scrub_credentials(str(exc)).strip().splitlines()
         print(f"benchmark: database error: {first[0] if first else type(exc).__name__}", file=sys.stderr)

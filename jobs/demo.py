@@ -1,13 +1,14 @@
-"""`tenant-reconcile demo`: the seed's six tenants plus a drifted plan, an archived tenant and an orphan,
-on an embedded PostgreSQL; `plan` then `run`, then the seed's before/after table.
+"""`tenant-reconcile demo`: the demo's tenants (reconcile.testing.demo_data) on an embedded PostgreSQL;
+`plan` then `run`, then a before/after table.
 
 stdout keeps the JSON-lines contract (the table is also a `demo.table` event); the table is drawn
 for humans on stderr, in plain ASCII so its columns line up in any terminal.
 
-Interrupted (Ctrl-C or SIGTERM, at any point), the demo stops the embedded server, then deletes
-its data directory, prints `tenant-reconcile: interrupted (SIGINT|SIGTERM) ...` on stderr and exits
-128 + the signal: 130 for SIGINT, 143 for SIGTERM. `--keep` leaves the server running and prints
-both database URLs and the command that stops it.
+The demo runs in a worker thread under the shared process lifecycle (jobs.process): Ctrl-C or
+SIGTERM, at any point, only asks it to stop. It then stops the embedded server, deletes its data
+directory, prints `tenant-reconcile: interrupted (SIGINT|SIGTERM) ...` on stderr and exits 128 +
+the signal: 130 for SIGINT, 143 for SIGTERM. `--keep` leaves the server running and prints both
+database URLs and the command that stops it.
 """
 
 from __future__ import annotations
@@ -15,67 +16,25 @@ from __future__ import annotations
 import shlex
 import signal
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
-import sqlalchemy as sa
-
-from reconcile.db import DatabaseUrl, engine_for
-from reconcile.logs import configure_logging, get_logger
-from reconcile.reconciler import RunOptions, exit_code_of, run_reconcile
-from reconcile.report import Report, new_run_id
-from reconcile.schema import ensure_database, init_marketplace, init_product
+from jobs.process import StopSignal, ignore_signals, run_until_stopped
+from reconcile.actions import ARCHIVE, CREATE, ORPHAN, UPDATE
+from reconcile.db.cancel import Cancellation
+from reconcile.db.urls import DatabaseUrl
+from reconcile.pipeline.run import RunOptions, run_reconcile
+from reconcile.report.logs import configure_logging, get_logger
+from reconcile.report.model import Report, new_run_id
 from reconcile.settings import Settings
 
-PRODUCT_TENANTS = [
-    # id, name, plan, status  (product terms, lowercase)
-    ("ecomlg-001", "eComLG", "pro", "active"),
-    ("kbz-001", "KeyBuzz Studio", "starter", "active"),
-    ("kbz-002", "KeyBuzz Agency", "pro", "active"),
-    ("kbz-003", "KeyBuzz Labs", "dev", "trial"),
-    ("kbz-004", "KeyBuzz Retail", "enterprise", "active"),
-    ("tenant_test_dev", "Tenant Test Dev", "dev", "trial"),
-    ("kbz-005", "KeyBuzz Legacy", "starter", "archived"),
-]
-MARKETPLACE_TENANTS = [
-    # id, slug, name, plan, status  (marketplace terms): kbz-003 and kbz-004 missing, as in the seed
-    ("ecomlg-001", "ecomlg-001", "eComLG", "PRO", "ACTIVE"),
-    ("kbz-001", "kbz-001", "KeyBuzz Studio", "STARTER", "ACTIVE"),
-    ("kbz-002", "kbz-002", "KeyBuzz Agency", "STARTER", "ACTIVE"),  # drifted plan
-    ("tenant_test_dev", "tenant-test-dev", "Tenant Test Dev", "DEV", "TRIAL"),
-    ("kbz-005", "kbz-005", "KeyBuzz Legacy", "STARTER", "ACTIVE"),  # archived in product
-    ("legacy-009", "legacy-009", "Old Shop", "PRO", "ACTIVE"),      # orphan
-]
+ABSENT = "absent"
+# The demo's cleanup must finish (never leave a server running): a long bound before giving up.
+CLEANUP_BOUND_S = 60.0
 
 
-def load_seed(product: DatabaseUrl, marketplace: DatabaseUrl) -> None:
-    for db, init in ((product, init_product), (marketplace, init_marketplace)):
-        ensure_database(db)
-        init(db)
-    with _engine(product).begin() as conn:
-        conn.execute(sa.text("INSERT INTO tenants (id, name, plan, status) VALUES (:i, :n, :p, :s)"),
-                     [dict(zip(("i", "n", "p", "s"), row, strict=True)) for row in PRODUCT_TENANTS])
-    with _engine(marketplace).begin() as conn:
-        conn.execute(sa.text('INSERT INTO "Tenant" (id, slug, name, plan, status, "updatedAt") '
-                             "VALUES (:i, :g, :n, CAST(:p AS \"BillingPlan\"), CAST(:s AS \"TenantStatus\"), "
-                             "timezone('UTC', now()))"),
-                     [dict(zip(("i", "g", "n", "p", "s"), row, strict=True)) for row in MARKETPLACE_TENANTS])
-
-
-def _engine(db: DatabaseUrl) -> sa.Engine:
-    return engine_for(db)
-
-
-def read_tables(product: DatabaseUrl, marketplace: DatabaseUrl) -> tuple[dict[str, Any], dict[str, Any]]:
-    with _engine(product).connect() as conn:
-        prod = {r.id: (r.plan, r.status) for r in conn.execute(sa.text("SELECT id, plan, status FROM tenants"))}
-    with _engine(marketplace).connect() as conn:
-        market = {r.id: (r.plan, r.status) for r in
-                  conn.execute(sa.text('SELECT id, plan::text AS plan, status::text AS status FROM "Tenant"'))}
-    return prod, market
+class Interrupted(Exception):
+    """A stop was requested: unwind (stopping the server on the way out)."""
 
 
 def table_rows(prod: dict[str, Any], before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
@@ -87,62 +46,22 @@ def table_rows(prod: dict[str, Any], before: dict[str, Any], after: dict[str, An
             for tid in sorted(set(prod) | set(before) | set(after))]
 
 
-ABSENT = "absent"
-
-
 def render_table(rows: list[dict[str, Any]], report: Report) -> str:
-    """The seed's table, ASCII only (a wide glyph such as ❌ takes two terminal cells and shifts
-    every column after it)."""
-    def mark(value: str | None) -> str:
-        return value or ABSENT
-
-    outcome = {tid: "created" for tid in report.lists["created"]}
-    outcome.update({u["id"]: "updated " + ", ".join(u["changes"]) for u in report.lists["updated"]})
-    outcome.update({tid: "archived (CLOSED)" for tid in report.lists["archived"]})
-    outcome.update({tid: "orphan (reported)" for tid in report.lists["orphans"]})
+    """The before/after table, ASCII only (a wide glyph such as ❌ takes two terminal cells and shifts
+    every column after it). The action names come from the action kinds."""
+    outcome = {tid: CREATE.counted_as for tid in report.lists[CREATE.counted_as]}
+    outcome.update({u["id"]: f"{UPDATE.counted_as} " + ", ".join(u["changes"])
+                    for u in report.lists[UPDATE.counted_as]})
+    outcome.update({tid: f"{ARCHIVE.counted_as} (CLOSED)" for tid in report.lists[ARCHIVE.counted_as]})
+    outcome.update({tid: f"{ORPHAN.verb} (reported)" for tid in report.lists[ORPHAN.counted_as]})
     header = ("tenant", "DB product", "DB marketplace before", "DB marketplace after", "action")
-    lines = [(r["tenant"], mark(r["product"]), mark(r["marketplace_before"]), mark(r["marketplace_after"]),
+    lines = [(r["tenant"], r["product"] or ABSENT, r["marketplace_before"] or ABSENT, r["marketplace_after"] or ABSENT,
               outcome.get(r["tenant"], "unchanged")) for r in rows]
     widths = [max(len(str(x[i])) for x in [header, *lines]) for i in range(len(header))]
     fmt = " | ".join(f"{{:<{w}}}" for w in widths)
     out = [fmt.format(*header), "-+-".join("-" * w for w in widths)]
     out += [fmt.format(*line) for line in lines]
     return "\n".join(out)
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM during the demo. A KeyboardInterrupt, so everything unwinds as on Ctrl-C
-    (and the embedded server is stopped and removed on the way out)."""
-
-    def __init__(self, signum: int) -> None:
-        self.signum = signum
-        self.name = signal.Signals(signum).name
-        super().__init__(self.name)
-
-
-@contextmanager
-def _interruptible() -> Iterator[None]:
-    """SIGINT and SIGTERM raise Interrupted, once: a second Ctrl-C while the demo cleans up is
-    ignored, so it cannot cut the cleanup short. Once the demo is over (cleaned up, about to exit),
-    late signals are ignored: there is nothing left to stop."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    raised = False
-
-    def handler(signum: int, _frame: Any) -> None:
-        nonlocal raised
-        if not raised:
-            raised = True
-            raise Interrupted(signum)
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
 
 
 def kept_message(server: Any, product_url: str, marketplace_url: str) -> str:
@@ -159,31 +78,69 @@ def kept_message(server: Any, product_url: str, marketplace_url: str) -> str:
 
 
 def run_demo(log_format: str = "json", keep: bool = False) -> int:
-    """The demo's exit code: the worst of its two runs, or 128 + the signal that interrupted it.
-    Meant to be the last thing the process does (it leaves SIGINT/SIGTERM ignored)."""
-    with _interruptible():
-        try:
-            return _run_demo(log_format, keep)
-        except Interrupted as exc:
-            print(f"tenant-reconcile: interrupted ({exc.name}); the embedded server was stopped and its "
-                  "data directory deleted", file=sys.stderr)
-            return 128 + exc.signum
+    """The demo's exit code: the worst of its two runs, or 128 + the signal that interrupted it."""
+    stop = StopSignal()
+    try:
+        return run_until_stopped(lambda cancel: _demo(cancel, log_format, keep), stop=stop,
+                                 overdue_after_s=CLEANUP_BOUND_S, restore=False)
+    except Interrupted:
+        print(f"tenant-reconcile: interrupted ({stop.name}); the embedded server was stopped and its "
+              "data directory deleted", file=sys.stderr)
+        return 128 + int(stop.signum or signal.SIGINT)
+    finally:
+        ignore_signals()  # the demo is over: a late signal has nothing left to stop
 
 
-def _seed_plan_run(server: Any, log: Any, log_format: str, started: float) -> list[Report]:
+def _demo(cancel: Cancellation, log_format: str, keep: bool) -> int:
+    from reconcile.testing.embedded import embedded_postgres
+
+    configure_logging(log_format)
+    log = get_logger(demo=True)
+    started = time.perf_counter()
+
+    def check() -> None:
+        if cancel.requested:
+            raise Interrupted()
+
+    try:
+        with embedded_postgres(keep=keep, interrupted=lambda: cancel.requested) as server:
+            try:
+                check()
+                reports = _plan_and_run(server, log, log_format, started, cancel, check)
+            except Exception:
+                if keep and not cancel.requested:  # kept for a look at what went wrong: say where it is
+                    _say_kept(server, log)
+                raise
+            if keep:
+                _say_kept(server, log)
+    except Exception:
+        if cancel.requested:  # whatever failed, failed because of the stop (a Ctrl-C at the terminal
+            raise Interrupted() from None  # reaches the server's processes too)
+        raise
+    check()
+    log.info("demo.done", seconds=round(time.perf_counter() - started, 2))
+    return max(r.exit_code for r in reports)
+
+
+def _plan_and_run(server: Any, log: Any, log_format: str, started: float, cancel: Cancellation,
+                  check: Any) -> list[Report]:
+    from reconcile.testing.demo_data import load_demo_tenants, read_tables
+
     product = DatabaseUrl.parse(server.url("keybuzz"), "product")
     marketplace = DatabaseUrl.parse(server.url("keybuzz_backend"), "marketplace")
     log.info("demo.server_started", product=product.display, marketplace=marketplace.display,
              seconds=round(time.perf_counter() - started, 2))
-    load_seed(product, marketplace)
-    settings = Settings(product_url=product, marketplace_url=marketplace, log_format=log_format,
-                        connect_retry_s=0)
+    load_demo_tenants(product, marketplace)
+    check()
+    settings = Settings(product_url=product, marketplace_url=marketplace, log_format=log_format, connect_retry_s=0)
     prod, before = read_tables(product, marketplace)
     reports = []
     for dry_run in (True, False):
         run_id = new_run_id()
         report = Report(run_id=run_id, mode="dry-run" if dry_run else "apply")
-        reports.append(run_reconcile(settings, RunOptions(dry_run=dry_run), get_logger(run_id=run_id), report))
+        reports.append(run_reconcile(settings, RunOptions(dry_run=dry_run, cancel=cancel), get_logger(run_id=run_id),
+                                     report))
+        check()
     _, after = read_tables(product, marketplace)
     rows = table_rows(prod, before, after)
     log.info("demo.table", rows=rows)
@@ -194,22 +151,3 @@ def _seed_plan_run(server: Any, log: Any, log_format: str, started: float) -> li
 def _say_kept(server: Any, log: Any) -> None:
     log.info("demo.kept", workdir=server.workdir, stop_command=server.stop_command())
     print(kept_message(server, server.url("keybuzz"), server.url("keybuzz_backend")), file=sys.stderr)
-
-
-def _run_demo(log_format: str, keep: bool) -> int:
-    from reconcile.embedded import embedded_postgres
-
-    configure_logging(log_format)
-    log = get_logger(demo=True)
-    started = time.perf_counter()
-    with embedded_postgres(keep=keep) as server:
-        try:
-            reports = _seed_plan_run(server, log, log_format, started)
-        except Exception:
-            if keep:  # kept for a look at what went wrong: say where it is and how to stop it
-                _say_kept(server, log)
-            raise
-        if keep:
-            _say_kept(server, log)
-    log.info("demo.done", seconds=round(time.perf_counter() - started, 2))
-    return max(exit_code_of(r) for r in reports)

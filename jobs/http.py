@@ -1,4 +1,4 @@
-"""`tenant-reconcile serve`: the seed's three internal endpoints, for callers that still use HTTP.
+"""`tenant-reconcile serve`: keybuzz-backend's three internal endpoints, for callers that still use HTTP.
 
 POST /api/v1/tenants/sync, POST /api/v1/tenants/sync-all, GET /api/v1/tenants/status/{tenantId},
 plus GET /healthz. Auth: header X-Internal-Key equal (constant-time) to INBOUND_WEBHOOK_KEY, unless
@@ -16,27 +16,25 @@ from __future__ import annotations
 
 import codecs
 import hmac
-import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-import click
 import orjson
 
-from jobs.cli import EPILOG, expected_errors, fail, load_with_databases, settings_options
 from reconcile.errors import ConfigError, ReconcileError, TenantNotFound
 from reconcile.ids import tenant_id_problem
-from reconcile.report import Report
-from reconcile.settings import Settings, parse_countries
+from reconcile.report.model import ABORTED, FAILED, LOCKED, PARTIAL
+from reconcile.settings import Settings, parse_countries, read_variable
 
 KEY_HEADER = "X-Internal-Key"
 KEY_ENV = "INBOUND_WEBHOOK_KEY"
 DEV_ENV = "KEYBUZZ_DEV_MODE"
-_STATUS_HTTP = {"locked": 409, "aborted": 422, "failed": 503}
+# A run that did not complete, as HTTP: someone else is running (409), the guard or the data refused
+# it (422: retrying the same request will not help), a database failed (503: it may).
+STATUS_HTTP = {LOCKED: 409, ABORTED: 422, PARTIAL: 422, FAILED: 503}
 MAX_BODY_BYTES = 64 * 1024  # a sync request is a few dozen bytes; anything near this is not one
 TOO_LARGE = f"request body must be at most {MAX_BODY_BYTES // 1024} KiB"
 BAD_COUNTRY = "country must be one two-letter country code (e.g. FR)"
@@ -85,45 +83,64 @@ def path_problem(raw_path: bytes | None) -> str | None:
 
 def read_key(env: Mapping[str, str]) -> str | None:
     """INBOUND_WEBHOOK_KEY or the file INBOUND_WEBHOOK_KEY_FILE names (not both)."""
-    direct, path = env.get(KEY_ENV), env.get(f"{KEY_ENV}_FILE")
-    if direct and path:
-        raise ConfigError(f"{KEY_ENV} and {KEY_ENV}_FILE are both set; set only one")
-    if path:
-        try:
-            direct = Path(path).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{KEY_ENV}_FILE points at {path}, which cannot be read: {exc.strerror}") from None
-    return direct.strip() if direct and direct.strip() else None
+    found = read_variable(env, KEY_ENV)
+    return found[0].strip() if found else None
 
 
 def dev_mode(env: Mapping[str, str]) -> bool:
     return env.get(DEV_ENV, "").strip().lower() == "true"
 
 
-def create_app(settings: Settings, key: str | None, dev: bool, log: Any) -> Any:
-    """The Starlette application; `key` None is only allowed in dev mode."""
-    from starlette.applications import Starlette
-    from starlette.concurrency import run_in_threadpool
-    from starlette.exceptions import HTTPException
-    from starlette.requests import ClientDisconnect, Request
-    from starlette.responses import JSONResponse, Response
-    from starlette.routing import Route
+def sync_request(data: dict[str, Any]) -> tuple[str, str | None]:
+    """(tenant id, country or None) of a /sync body; ValueError with the client's message. Unknown
+    keys are ignored."""
+    tenant_id = data.get("tenantId")
+    problem = tenant_id_problem(tenant_id)
+    if problem:
+        raise ValueError(problem)
+    create = data.get("createInboundAddress", True)
+    if not isinstance(create, bool):  # "false" is truthy: it used to create an address
+        raise ValueError("createInboundAddress must be true or false")
+    given = data.get("country", "FR")
+    if not isinstance(given, str):  # str(False) or a list would be guessed at; refuse instead
+        raise ValueError("country must be a string")
+    if not create:
+        return str(tenant_id), None
+    try:
+        countries = parse_countries(given or "FR", "country")
+    except ConfigError:
+        raise ValueError(BAD_COUNTRY) from None
+    if len(countries) != 1:
+        raise ValueError(BAD_COUNTRY)
+    return str(tenant_id), countries[0]
 
-    from reconcile.inbound import inbound_hook
-    from reconcile.reconciler import RunOptions, run_reconcile
-    from reconcile.report import new_run_id
-    from reconcile.tenant import NOT_FOUND, sync_tenant, tenant_status
 
-    def error(status: int, message: str) -> JSONResponse:
+class Api:
+    """The endpoints; each handler reads its input, calls the domain function in a worker thread
+    (they block on the databases) and shapes the answer (jobs.answers)."""
+
+    def __init__(self, settings: Settings, key: str | None, dev: bool, log: Any) -> None:
+        self.settings = settings
+        self.key = key
+        self.dev = dev
+        self.log = log
+
+    @staticmethod
+    def error(status: int, message: str) -> Any:
+        from starlette.responses import JSONResponse
+
         return JSONResponse({"success": False, "error": message}, status_code=status)
 
-    def authorized(request: Request) -> bool:
-        if dev:
+    def authorized(self, request: Any) -> bool:
+        if self.dev:
             return True
         given = request.headers.get(KEY_HEADER, "")
-        return key is not None and hmac.compare_digest(given.encode(), key.encode())
+        return self.key is not None and hmac.compare_digest(given.encode(), self.key.encode())
 
-    async def body_of(request: Request) -> dict[str, Any]:
+    async def body_of(self, request: Any) -> dict[str, Any]:
+        from starlette.exceptions import HTTPException
+        from starlette.requests import ClientDisconnect
+
         declared = request.headers.get("content-length", "")
         # a declared length over the limit is refused before a byte of the body is read
         if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
@@ -143,99 +160,104 @@ def create_app(settings: Settings, key: str | None, dev: bool, log: Any) -> Any:
         except ValueError as exc:
             raise HTTPException(400, str(exc)) from None
 
-    async def sync(request: Request) -> Response:
-        data = await body_of(request)  # unknown keys are ignored, as the seed did
-        tenant_id = data.get("tenantId")
-        problem = tenant_id_problem(tenant_id)
-        if problem:
-            return error(400, problem)
-        create = data.get("createInboundAddress", True)
-        if not isinstance(create, bool):  # "false" is truthy: it used to create an address
-            return error(400, "createInboundAddress must be true or false")
-        given = data.get("country", "FR")
-        if not isinstance(given, str):  # str(False) or a list would be guessed at; refuse instead
-            return error(400, "country must be a string")
-        country: str | None = None
-        if create:
-            try:
-                countries = parse_countries(given or "FR", "country")
-            except ConfigError:
-                return error(400, BAD_COUNTRY)
-            if len(countries) != 1:
-                return error(400, BAD_COUNTRY)
-            country = countries[0]
+    async def sync(self, request: Any) -> Any:
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
+
+        from jobs.answers import sync_answer
+        from reconcile.report.model import new_run_id
+        from reconcile.single import NOT_FOUND, sync_tenant
+
+        try:
+            tenant_id, country = sync_request(await self.body_of(request))
+        except ValueError as exc:
+            return self.error(400, str(exc))
         run_id = new_run_id()
         try:
-            result = await run_in_threadpool(sync_tenant, settings, tenant_id, country, log.bind(run_id=run_id),
-                                             run_id)
+            outcome = await run_in_threadpool(sync_tenant, self.settings, tenant_id, country,
+                                              self.log.bind(run_id=run_id), run_id)
         except TenantNotFound:
-            return error(404, NOT_FOUND)
-        status = result.report.status if result.report else "failed"
-        code = 422 if status == "partial" else _STATUS_HTTP.get(status, 200)  # row error: the data is wrong
-        return JSONResponse(result.body, status_code=code)
+            return self.error(404, NOT_FOUND)
+        return JSONResponse(sync_answer(outcome), status_code=STATUS_HTTP.get(outcome.report.status, 200))
 
-    async def sync_all(request: Request) -> Response:
-        run_id = new_run_id()
-        report = Report(run_id=run_id, mode="apply", shard=settings.shard.label, id_limit=settings.report_id_limit)
-        report = await run_in_threadpool(run_reconcile, settings, RunOptions(after_write=inbound_hook(settings)),
-                                         log.bind(run_id=run_id), report)
-        if report.status in _STATUS_HTTP:
-            return error(_STATUS_HTTP[report.status], report.extra.get("error", report.status))
-        body = report.as_dict()
-        skipped = await run_in_threadpool(_unchanged_ids, settings, report)
-        return JSONResponse({
-            "success": report.status == "success",
-            "total": report.total,
-            "results": {"created": body["created"], "updated": [u["id"] for u in body["updated"]],
-                        "skipped": skipped, "errors": body["errors"], "archived": body["archived"],
-                        "orphans": body["orphans"], "conflicts": body["conflicts"]},
-            "counts": body["counts"], "truncated": body["truncated"] or len(skipped) < body["counts"]["unchanged"],
-            "runId": run_id, "status": report.status,
-        })
+    async def sync_all(self, request: Any) -> Any:
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
 
-    async def status(request: Request) -> Response:
+        from jobs.answers import sync_all_answer
+        from jobs.commands import reconcile_once
+        from reconcile.single import unchanged_ids
+
+        report = await run_in_threadpool(reconcile_once, self.settings)
+        if not report.completed:
+            return self.error(STATUS_HTTP[report.status], report.error or report.status)
+        unchanged = await run_in_threadpool(unchanged_ids, self.settings, report)
+        return JSONResponse(sync_all_answer(report, unchanged))
+
+    async def status(self, request: Any) -> Any:
+        from starlette.concurrency import run_in_threadpool
+        from starlette.responses import JSONResponse
+
+        from jobs.answers import status_answer
+        from reconcile.single import tenant_status
+
         tenant_id = request.path_params["tenant_id"]
         problem = path_problem(request.scope.get("raw_path")) or tenant_id_problem(tenant_id)
         if problem:
-            return error(400, problem)
-        body, code = await run_in_threadpool(tenant_status, settings, tenant_id)
-        return JSONResponse(body, status_code=404 if code == TenantNotFound.exit_code else 200)
+            return self.error(400, problem)
+        found = await run_in_threadpool(tenant_status, self.settings, tenant_id)
+        return JSONResponse(status_answer(found), status_code=200 if found.found else 404)
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+    def guarded(self, handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
+        """The key check, and every failure as a JSON answer: never a stack trace to the client."""
+        from starlette.exceptions import HTTPException
 
-    def guarded(handler: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            if not authorized(request):
-                return error(401, f"missing or wrong {KEY_HEADER}")
+        async def endpoint(request: Any) -> Any:
+            if not self.authorized(request):
+                return self.error(401, f"missing or wrong {KEY_HEADER}")
             try:
                 return await handler(request)
             except HTTPException as exc:
-                return error(exc.status_code, str(exc.detail))
+                return self.error(exc.status_code, str(exc.detail))
             except ReconcileError as exc:
-                return error(503 if exc.exit_code == 7 else 500, str(exc))
-            except Exception as exc:  # never a stack trace to the client; the log has the details
-                log.exception("http.internal_error", path=request.url.path, error_type=type(exc).__name__)
-                return error(500, "internal error")
+                return self.error(503 if exc.exit_code == 7 else 500, str(exc))
+            except Exception:  # the log has the details (type, message, frames; never locals)
+                self.log.exception("http.internal_error", path=request.url.path)
+                return self.error(500, "internal error")
 
         return endpoint
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return error(404, "not found")
 
-    async def not_allowed(request: Request, exc: Exception) -> Response:
-        return error(405, "method not allowed")
+def create_app(settings: Settings, key: str | None, dev: bool, log: Any) -> Any:
+    """The ASGI application; `key` None is only allowed in dev mode."""
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    api = Api(settings, key, dev, log)
+
+    async def healthz(request: Any) -> Any:
+        return JSONResponse({"status": "ok"})
+
+    async def not_found(request: Any, exc: Exception) -> Any:
+        return api.error(404, "not found")
+
+    async def not_allowed(request: Any, exc: Exception) -> Any:
+        return api.error(405, "method not allowed")
 
     app = Starlette(
-        routes=[Route("/api/v1/tenants/sync", guarded(sync), methods=["POST"]),
-                Route("/api/v1/tenants/sync-all", guarded(sync_all), methods=["POST"]),
-                Route("/api/v1/tenants/status/{tenant_id:path}", guarded(status), methods=["GET"]),
+        routes=[Route("/api/v1/tenants/sync", api.guarded(api.sync), methods=["POST"]),
+                Route("/api/v1/tenants/sync-all", api.guarded(api.sync_all), methods=["POST"]),
+                Route("/api/v1/tenants/status/{tenant_id:path}", api.guarded(api.status), methods=["GET"]),
                 Route("/healthz", healthz, methods=["GET"])],
         exception_handlers={404: not_found, 405: not_allowed},
     )
+    return _logged(app, log)
 
-    async def logged(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """One `http.request` event per request (uvicorn's own access log is off)."""
+
+def _logged(app: Any, log: Any) -> Any:
+    """One `http.request` event per request (uvicorn's own access log is off)."""
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await app(scope, receive, send)
             return
@@ -254,26 +276,7 @@ def create_app(settings: Settings, key: str | None, dev: bool, log: Any) -> Any:
             log.info("http.request", method=scope["method"], path=scope["path"], status=status_code,
                      duration_ms=round((time.perf_counter() - started) * 1000, 1))
 
-    return logged
-
-
-def _unchanged_ids(settings: Settings, report: Report) -> list[str]:
-    """The seed listed `skipped` ids; we keep counts, so read up to id_limit unchanged ids back."""
-    import sqlalchemy as sa
-
-    from reconcile.db import engine_for
-
-    touched = {*report.lists["created"], *report.lists["archived"], *report.lists["conflicts"],
-               *(u["id"] for u in report.lists["updated"]), *(e["id"] for e in report.lists["errors"])}
-    limit = report.id_limit
-    engine = engine_for(settings.require_product())
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(sa.text(f"SELECT id FROM tenants WHERE {settings.shard.sql_predicate()} "
-                                        'ORDER BY id COLLATE "C" LIMIT :n'), {"n": limit + len(touched)})
-            return [r.id for r in rows if r.id not in touched][:min(limit, report.counts["unchanged"])]
-    finally:
-        engine.dispose()
+    return asgi
 
 
 BACKLOG = 2048  # uvicorn's default
@@ -312,45 +315,3 @@ def listen_sockets(host: str, port: int) -> list[socket.socket]:
             sock.close()
         raise ConfigError(f"cannot listen on {where}: {reason(exc)}") from None
     return sockets
-
-
-@click.command(epilog=EPILOG)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True)
-@settings_options
-@click.pass_context
-@expected_errors
-def serve(ctx: click.Context, host: str, port: int, **flags: Any) -> None:
-    """Serve the seed's HTTP endpoints (needs the [http] extra).
-
-    Auth: X-Internal-Key must equal INBOUND_WEBHOOK_KEY (or the file INBOUND_WEBHOOK_KEY_FILE);
-    KEYBUZZ_DEV_MODE=true disables the check (and says so at startup)."""
-    from reconcile.logs import get_logger
-
-    settings = load_with_databases(ctx, flags)
-    key = read_key(os.environ)
-    dev = dev_mode(os.environ)
-    if key is None and not dev:
-        fail(f"configuration error: {KEY_ENV} is not set (nor {KEY_ENV}_FILE); required unless {DEV_ENV}=true")
-    try:
-        import uvicorn
-    except ImportError:
-        fail("serve needs the http extra: pip install 'tenant-reconcile[http]'")
-    from uvicorn.main import STARTUP_FAILURE
-
-    log = get_logger(component="http")
-    if dev:
-        log.warning("http.dev_mode", detail=f"{DEV_ENV}=true: requests are not authenticated")
-    sockets = listen_sockets(host, port)  # a port in use is exit 2 here, before anything says "listening"
-    log.info("http.listening", host=host, port=port)
-    config = uvicorn.Config(create_app(settings, key, dev, log), host=host, port=port, log_config=None,
-                            access_log=False, server_header=False, date_header=False, backlog=BACKLOG)
-    try:
-        uvicorn.Server(config).run(sockets=sockets)
-    except SystemExit as exc:
-        if exc.code == STARTUP_FAILURE:  # uvicorn's 3 would read as "partial"
-            fail("internal error: the HTTP server could not start (see the log above)", 1)
-        raise
-    finally:
-        for sock in sockets:
-            sock.close()

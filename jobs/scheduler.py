@@ -1,21 +1,15 @@
 """`tenant-reconcile schedule`: a long-running APScheduler process that runs `run` on a cron.
 
 One run at a time (max_instances=1), misfires coalesced within a grace time, every scheduler
-event logged as JSON. SIGTERM/SIGINT: no new run starts; a run in progress gets `stop_grace_s`
-to finish, then its statements are cancelled so its transaction rolls back; exit 0.
-
-The signal handler only records the signal and wakes the main thread (through a pipe); the main
-thread does the logging and the scheduler shutdown. A handler that logged or called the scheduler
-could deadlock on a lock the interrupted main thread holds (structlog's writer lock) or find the
-scheduler not started yet.
+event logged as JSON. SIGTERM/SIGINT (jobs.process.StopSignal): no new run starts; a run in
+progress gets `stop_grace_s` to finish, then its statements are cancelled so its transaction
+rolls back; exit 0. The main thread does the logging and the scheduler shutdown, never the signal
+handler.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -23,9 +17,10 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from reconcile.cancel import Cancellation
+from jobs.process import StopSignal
+from reconcile.db.cancel import Cancellation
 from reconcile.errors import ConfigError
-from reconcile.report import Report, new_run_id
+from reconcile.report.model import Report, new_run_id
 from reconcile.settings import Settings
 
 CANCELLED_RUN_BOUND_S = 10.0
@@ -108,60 +103,12 @@ def parse_cron(expr: str, timezone: ZoneInfo) -> Any:
     return trigger
 
 
-class StopRequest:
-    """SIGTERM/SIGINT asking the process to stop. The handler is async-signal-safe: it records the
-    first signal and writes one byte to a pipe, nothing else (no logging, no locks, no scheduler
-    calls); the main thread waits on the pipe and does the rest. Later signals change nothing."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._read_fd, self._write_fd = os.pipe()
-        os.set_blocking(self._write_fd, False)
-
-    def install(self) -> None:
-        """From the main thread, as early as possible: a signal before this kills the process."""
-        for sig in self.SIGNALS:
-            signal.signal(sig, self._on_signal)
-
-    def _on_signal(self, signum: int, _frame: Any) -> None:
-        if self.signum is not None:
-            return
-        self.signum = signum
-        fd = self._write_fd
-        if fd >= 0:
-            with contextlib.suppress(OSError):  # a full pipe: the main thread sees `signum` anyway
-                os.write(fd, b"!")
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def wait(self) -> str:
-        """Block the main thread until a stop is requested; the signal's name."""
-        while self.signum is None:
-            os.read(self._read_fd, 1)  # interrupted by the signal, retried, then returns its byte
-        return signal.Signals(self.signum).name
-
-    def close(self) -> None:
-        """Release the pipe; the handlers stay, so a late signal still cannot kill the exit."""
-        fds, self._write_fd = (self._read_fd, self._write_fd), -1
-        self._read_fd = -1
-        for fd in fds:
-            if fd >= 0:
-                os.close(fd)
-
-
 class ScheduledRuns:
     """Owns the scheduler, the run in progress and the shutdown sequence."""
 
     def __init__(self, settings: Settings, run_once: Callable[[Cancellation, str], Report], log: Any,
-                 stop_grace_s: float, interval_s: float | None = None, stop: StopRequest | None = None) -> None:
-        if stop is None:  # the caller may have installed one earlier still
-            stop = StopRequest()
-            stop.install()
-        self._stop = stop
+                 stop_grace_s: float, interval_s: float | None = None, stop: StopSignal | None = None) -> None:
+        self._stop = stop or StopSignal().install()  # the caller may have installed one earlier still
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.settings = settings
@@ -251,7 +198,8 @@ class ScheduledRuns:
                           next_run=next_run.isoformat() if next_run is not None else None)
             if not self._stop.requested:  # a stop before this point: never start at all
                 self.scheduler.start()
-            reason = self._stop.wait()
+            self._stop.wait()
+            reason = self._stop.name
             self.log.info("schedule.stopping", reason=reason, grace_s=self.stop_grace_s)
             if self.scheduler.running:
                 self.scheduler.shutdown(wait=False)

@@ -11,8 +11,8 @@ from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from typing import Any
 
+from reconcile.db.sql import Query
 from reconcile.errors import ConfigError
-from reconcile.pgcopy import Query
 
 PLAN_VALUES = ("DEV", "STARTER", "PRO", "ENTERPRISE")
 STATUS_VALUES = ("TRIAL", "ACTIVE", "SUSPENDED", "CLOSED")

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 from reconcile.errors import ConfigError
 
 if TYPE_CHECKING:
-    from reconcile.report import Report
+    from reconcile.report.model import Report
 
 JOB = "tenant_reconcile"
 PUSH_TIMEOUT_S = 5.0
@@ -99,7 +99,8 @@ def push_report(gateway: PushgatewayUrl | str, report: Report, log: Any) -> bool
     """Push the run's figures; a failure is a warning event, never a failed run."""
     from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
 
-    from reconcile.report import COUNT_KEYS, PARTIAL, STATUS_EXIT_CODES, SUCCESS
+    from reconcile.actions import COUNT_KEYS
+    from reconcile.report.model import PARTIAL, STATUS_EXIT_CODES, SUCCESS
 
     if isinstance(gateway, str):
         gateway = PushgatewayUrl.parse(gateway, "pushgateway")

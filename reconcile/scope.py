@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reconcile.pgcopy import Query
+from reconcile.db.sql import Query
 from reconcile.shard import Shard
 
 

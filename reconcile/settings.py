@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from reconcile.db import DatabaseUrl
+from reconcile.db.urls import DatabaseUrl
 from reconcile.errors import ConfigError
 from reconcile.mapping import Mapping
 from reconcile.metrics import PushgatewayUrl
@@ -277,8 +277,10 @@ def _lookup(data: MappingABC[str, Any], dotted: str) -> Any:
     return data.get(table, {}).get(key)
 
 
-def _env_url(env: MappingABC[str, str], name: str) -> tuple[str, str] | None:
-    """(URL text, the variable it came from) from `name` or `name_FILE`; None when neither is set."""
+def read_variable(env: MappingABC[str, str], name: str) -> tuple[str, str] | None:
+    """(value, the variable it came from) from `name` or, for a mounted Secret, the file `name_FILE`
+    names; None when neither is set. Both set, an unreadable or empty file, or an empty value are
+    configuration errors naming the variable (never its value)."""
     direct = env.get(name)
     file_var = f"{name}_FILE"
     path = env.get(file_var)
@@ -309,7 +311,7 @@ def _resolve_url(flags: MappingABC[str, Any], env: MappingABC[str, str], data: M
     if flag is not None:  # given, even empty: an empty flag is an error, not a fallback
         return DatabaseUrl.parse(str(flag), flag_name), flag_name
     for name in (env_name, fallback):
-        found = _env_url(env, name) if name else None
+        found = read_variable(env, name) if name else None
         if found is not None:
             text, source = found
             return DatabaseUrl.parse(text, source), source

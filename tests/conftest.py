@@ -14,8 +14,9 @@ from contextlib import ExitStack, contextmanager
 import pytest
 import sqlalchemy as sa
 
-from reconcile.db import DatabaseUrl, engine_for
-from reconcile.schema import init_marketplace, init_product
+from reconcile.db.engines import engine_for
+from reconcile.db.urls import DatabaseUrl
+from reconcile.testing.schema import init_marketplace, init_product
 from tests.pgtools import Databases, Server
 
 ENV_URL = "RECONCILE_TEST_DATABASE_URL"
@@ -28,7 +29,7 @@ def pg_server() -> Iterator[Server]:
         server = Server(DatabaseUrl.parse(url, ENV_URL), embedded=False)
         yield from _with_templates(server)
         return
-    from reconcile.embedded import embedded_postgres
+    from reconcile.testing.embedded import embedded_postgres
 
     with embedded_postgres() as handle:
         server = Server(DatabaseUrl.parse(handle.url("postgres"), "embedded"), embedded=True)

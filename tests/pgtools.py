@@ -12,7 +12,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from reconcile.db import DatabaseUrl, engine_for
+from reconcile.db.engines import engine_for
+from reconcile.db.urls import DatabaseUrl
 from reconcile.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,7 +151,7 @@ class EventLog:
     def __init__(self) -> None:
         import io
 
-        from reconcile.logs import configure_logging
+        from reconcile.report.logs import configure_logging
 
         self.stream = io.StringIO()
         configure_logging("json", stream=self.stream)
@@ -166,10 +167,11 @@ class EventLog:
 def reconcile(dbs: Databases, *, dry_run: bool = False, force: bool = False, after_write: Any = None,
               tenant_id: str | None = None, **overrides: Any) -> tuple[Any, EventLog]:
     """One in-process run against `dbs`; returns (Report, EventLog)."""
-    from reconcile.logs import get_logger
-    from reconcile.reconciler import RunOptions, run_reconcile
+    from reconcile.pipeline.run import RunOptions, run_reconcile
+    from reconcile.report.logs import get_logger
 
     events = EventLog()
-    options = RunOptions(dry_run=dry_run, force=force, after_write=after_write, tenant_id=tenant_id)
+    options = RunOptions(dry_run=dry_run, force=force, hooks=(after_write,) if after_write else (),
+                         tenant_ids=(tenant_id,) if tenant_id is not None else None)
     report = run_reconcile(dbs.settings(**overrides), options, get_logger(run_id="test"))
     return report, events

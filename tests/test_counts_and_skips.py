@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
+from reconcile.db.lock import lock_key
 from reconcile.inbound import inbound_hook
-from reconcile.lock import lock_key
 from reconcile.shard import Shard
 from tests.pgtools import reconcile, run_cli
 

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconcile import copytext
-from reconcile.diff import ARCHIVE, CREATE, ERROR, ORPHAN, UNCHANGED, UPDATE, UnsortedInput, diff
+from reconcile import actions, copytext
 from reconcile.mapping import ARCHIVED_MARK, INVALID_PLAN, Mapping
-from reconcile.plan import build_plan
+from reconcile.pipeline.diff import ARCHIVE, CREATE, ERROR, ORPHAN, UNCHANGED, UPDATE, UnsortedInput, diff
+from reconcile.pipeline.plan import build_plan
 
 MAPPING = Mapping()
 
@@ -92,16 +92,18 @@ def test_plan_counts_are_derived_from_the_stream():
     product = [p_line("a"), p_line("b", plan="dev"), p_line("c", status="archived"), p_line("d", plan="??"),
                p_line("e")]
     market = [m_line("a"), m_line("b"), m_line("c"), m_line("e"), m_line("x")]
-    plan = build_plan(diff(product, market), orphans_mode="archive", id_limit=10)
-    assert (plan.creates.count, plan.updates.count, plan.archives.count, plan.errors.count) == (0, 1, 2, 1)
-    assert plan.unchanged == 2 and plan.orphans == 1 and plan.orphan_ids == ["x"]
-    archived = [row[0] for row in plan.archives.rows()]
+    plan = build_plan(diff(product, market), orphans_mode="archive")
+    assert (plan.count(actions.CREATE), plan.count(actions.UPDATE), plan.count(actions.ARCHIVE),
+            plan.count(actions.ERROR)) == (0, 1, 2, 1)
+    orphan_ids = [row[0].decode() for row in plan.spool(actions.ORPHAN).rows()]
+    assert plan.unchanged == 2 and plan.count(actions.ORPHAN) == 1 and orphan_ids == ["x"]
+    archived = [row[0] for row in plan.spool(actions.ARCHIVE).rows()]
     assert archived == [b"c", b"x"]
 
 
 def test_orphans_already_closed_are_not_archived_again():
-    plan = build_plan(diff([], [m_line("x", status="CLOSED")]), orphans_mode="archive", id_limit=10)
-    assert plan.orphans == 1 and plan.archives.count == 0
+    plan = build_plan(diff([], [m_line("x", status="CLOSED")]), orphans_mode="archive")
+    assert plan.count(actions.ORPHAN) == 1 and plan.count(actions.ARCHIVE) == 0
 
 
 # -- property: the merge-join agrees with a plain dict model --------------------------------------

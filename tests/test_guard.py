@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from reconcile import guard
-from reconcile.plan import Plan
+from reconcile.actions import ARCHIVE
+from reconcile.pipeline import guard
+from reconcile.pipeline.plan import Plan
 
 
 def plan_of(*, total: int, target_total: int, archives: int) -> Plan:
     plan = Plan(total=total, target_total=target_total)
     for i in range(archives):
-        plan.archives.add(f"t{i}\tT\tPRO\tACTIVE\tf\n".encode())
+        plan.spool(ARCHIVE).add(f"t{i}\tT\tPRO\tACTIVE\tf\n".encode())
     return plan
 
 

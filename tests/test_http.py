@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reconcile.lock import lock_key
+from reconcile.db.lock import lock_key
 from reconcile.shard import Shard
 from tests.pgtools import REPO, run_cli
 

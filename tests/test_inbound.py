@@ -7,7 +7,7 @@ import re
 import pytest
 
 from reconcile.inbound import inbound_hook, tokens
-from reconcile.schema import UNIQUE_CONSTRAINTS
+from reconcile.testing.schema import UNIQUE_CONSTRAINTS
 from tests.pgtools import reconcile, run_cli
 
 EMAIL = re.compile(r"^amazon\.(?P<tenant>[A-Za-z0-9][A-Za-z0-9_-]*)\.(?P<cc>[a-z]{2})\.(?P<token>[a-z0-9]{6})"

@@ -3,7 +3,7 @@ never with local variables (structlog's default exception rendering shows them).
 
 from __future__ import annotations
 
-from reconcile.logs import get_logger, log_internal_error
+from reconcile.report.logs import get_logger, log_internal_error
 from tests.pgtools import EventLog
 
 ROW_VALUE = "row-value-4f7c1d"

@@ -11,9 +11,9 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from reconcile.logs import get_logger
 from reconcile.metrics import PushgatewayUrl, push_report
-from reconcile.report import Report
+from reconcile.report.model import Report
+from reconcile.report.logs import get_logger
 from tests.pgtools import EventLog
 
 SECRET = "S3cr3tPa55"

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from reconcile.db import DatabaseUrl
-from reconcile.lock import lock_key
+from reconcile.db.lock import lock_key
+from reconcile.db.urls import DatabaseUrl
 from reconcile.shard import Shard
 from tests.pgtools import REPO, run_cli, url_text
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from reconcile import apply
-from reconcile.report import COUNT_KEYS
+from reconcile.actions import COUNT_KEYS
+from reconcile.pipeline import stage
 from tests.pgtools import reconcile
 
 SEED_PRODUCT = [("ecomlg-001", "eComLG", "pro", "active"), ("kbz-001", "KeyBuzz 1", "starter", "active"),
@@ -166,7 +166,7 @@ def test_rollback_on_a_mid_apply_failure_writes_nothing(dbs):
         CREATE TRIGGER boom BEFORE INSERT ON "Tenant" FOR EACH ROW EXECUTE FUNCTION boom();""")
     report, events = reconcile(dbs)
     assert report.status == "failed" and report.exit_code == 7
-    assert "tenant b refused" in report.extra["error"]
+    assert "tenant b refused" in report.error
     assert set(dbs.market()) == {"c"} and dbs.market()["c"]["name"] == "Old"  # the update rolled back too
     assert len(events.of("reconcile.report")) == 1
     assert not events.of("tenant.created")
@@ -176,16 +176,17 @@ def test_update_changed_meanwhile_is_a_conflict_left_for_next_run(dbs, monkeypat
     dbs.add_product(("a", "A", "pro", "active"), ("b", "B", "pro", "active"), ("new", "N", "dev", "trial"),
                     ("gone", "G", "pro", "archived"))
     dbs.add_market(("a", "Old", "PRO", "ACTIVE"), ("b", "Old", "PRO", "ACTIVE"), ("gone", "G", "PRO", "ACTIVE"))
-    real_stage = apply.stage
+    real_stage = stage.stage
 
     def stage_then_interfere(conn, plan):
-        real_stage(conn, plan)
+        staged = real_stage(conn, plan)
         # Another writer commits between our snapshot and our writes.
         dbs.sql("marketplace", """UPDATE "Tenant" SET name = 'Someone else' WHERE id = 'a';
                                   UPDATE "Tenant" SET plan = 'DEV' WHERE id = 'gone';""")
         dbs.add_market(("new", "Racer", "DEV", "TRIAL"))
+        return staged
 
-    monkeypatch.setattr(apply, "stage", stage_then_interfere)
+    monkeypatch.setattr(stage, "stage", stage_then_interfere)
     report, events = reconcile(dbs)
     assert report.status == "partial" and report.exit_code == 3
     assert sorted(report.lists["conflicts"]) == ["a", "gone", "new"]

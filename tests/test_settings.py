@@ -204,7 +204,7 @@ def test_bad_shard_is_a_config_error(flag, env, fragment):
 def test_example_env_names_only_variables_the_program_reads():
     text = (REPO / "config" / "example.env").read_text()
     names = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, re.M))
-    source = "".join(p.read_text() for d in ("reconcile", "jobs") for p in (REPO / d).glob("*.py"))
+    source = "".join(p.read_text() for d in ("reconcile", "jobs") for p in (REPO / d).rglob("*.py"))
     assert len(names) > 20
     unread = sorted(n for n in names if n not in source and n.removesuffix("_FILE") not in source)
     assert unread == []

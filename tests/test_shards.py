@@ -208,7 +208,7 @@ def test_invalid_shard_exits_2_with_one_line_and_writes_nothing(dbs, args, env):
 
 
 def test_lock_is_per_shard():
-    from reconcile.lock import lock_key
+    from reconcile.db.lock import lock_key
 
     keys = {lock_key(Shard(i, 4)) for i in range(4)} | {lock_key(Shard())}
     assert len(keys) == 5

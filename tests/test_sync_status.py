@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
+from reconcile.db.lock import lock_key
 from reconcile.ids import tenant_id_problem
-from reconcile.lock import lock_key
 from reconcile.shard import Shard
 from tests.pgtools import REPO, run_cli
 

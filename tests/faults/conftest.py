@@ -48,7 +48,7 @@ def fresh_faults(dbs: Databases) -> Iterator[Faults]:
 @pytest.fixture(scope="module")
 def own_server() -> Iterator[OwnServer]:
     """An embedded server of this module alone: tests may restart it or change its settings."""
-    from reconcile.embedded import embedded_postgres
+    from reconcile.testing.embedded import embedded_postgres
 
     with embedded_postgres() as handle:
         server = OwnServer(handle)

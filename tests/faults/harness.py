@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from reconcile.db import DatabaseUrl
+from reconcile.db.urls import DatabaseUrl
 from tests.faults.proxy import FaultProxy, Upstream
 from tests.pgtools import REPO, Databases
 
@@ -516,7 +516,7 @@ class OwnServer:
     def pair(self) -> Databases:
         import uuid
 
-        from reconcile.schema import init_marketplace, init_product
+        from reconcile.testing.schema import init_marketplace, init_product
 
         tag = uuid.uuid4().hex[:10]
         product, market = f"rc_{tag}_p", f"rc_{tag}_m"
@@ -533,7 +533,7 @@ class OwnServer:
             self.server.drop_database(str(db.url.database))
 
     def pg_ctl(self, *args: str, timeout: float = 60) -> None:
-        from reconcile.embedded import _as_user, _postgres_bin
+        from reconcile.testing.embedded import _as_user, _postgres_bin
 
         argv = _as_user([_postgres_bin("pg_ctl"), "-D", self.handle.data_dir, *args], self.handle.system_user)
         # stdout/stderr to a file: the restarted postmaster inherits them and would keep a pipe open.

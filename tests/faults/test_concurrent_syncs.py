@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from reconcile.schema import UNIQUE_CONSTRAINTS
+from reconcile.testing.schema import UNIQUE_CONSTRAINTS
 from tests.faults.harness import (
     OwnServer,
     Proc,

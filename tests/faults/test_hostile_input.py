@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from reconcile.schema import MARKETPLACE_DDL, PRODUCT_DDL
+from reconcile.testing.schema import MARKETPLACE_DDL, PRODUCT_DDL
 from tests.faults.harness import (
     assert_ended,
     assert_no_secret,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reconcile.lock import lock_key
+from reconcile.db.lock import lock_key
 from reconcile.shard import Shard
 from tests.faults.harness import (
     BULK,

@@ -7,18 +7,12 @@ ever spliced into SQL by hand. Rows stay in COPY text format end to end (reconci
 
 from __future__ import annotations
 
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
+from reconcile.db.sql import Query
 from reconcile.tempfiles import temp_space
 
 BUFFER = 1 << 20
-
-
-class Query(NamedTuple):
-    """SQL with psycopg2 `%(name)s` placeholders and their values (literal `%` written as `%%`)."""
-
-    sql: str
-    params: dict[str, Any]
 
 
 def dbapi(conn: Any) -> Any:

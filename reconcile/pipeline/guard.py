@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from reconcile.plan import Plan
+from reconcile.actions import ARCHIVE
+from reconcile.pipeline.plan import Plan
 
 # Never trip the ratio rule on a handful of archives in a small marketplace.
 RATIO_MIN_ARCHIVES = 10
@@ -50,7 +51,7 @@ def check(plan: Plan, *, max_archive: int, max_archive_ratio: float,
     Per run: a shard run is guarded on its own plan and its own slice of the marketplace (the
     Indexed Job manifest sets a per-shard max_archive for that reason). `allow_empty_source` lifts
     the empty-snapshot rule only; the archive limits still apply to whatever that run would archive."""
-    archives = plan.archives.count
+    archives = plan.count(ARCHIVE)
     figures = {"archives": archives, "max_archive": max_archive, "max_archive_ratio": max_archive_ratio,
                "source_tenants": plan.total, "target_tenants": plan.target_total}
     if plan.total == 0 and plan.target_total > 0 and not allow_empty_source:

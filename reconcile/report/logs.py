@@ -76,7 +76,7 @@ def exception_fields(exc: BaseException) -> dict[str, Any]:
     """An exception as log fields: its type, its message (first line, credentials scrubbed, capped)
     and its frames (file, line, function). Never local variables or SQL parameter values, which
     structlog's default rendering would include."""
-    from reconcile.db import scrub_credentials
+    from reconcile.db.urls import scrub_credentials
 
     text = str(exc).strip()
     message = scrub_credentials(text.splitlines()[0])[:300] if text else ""

@@ -1,4 +1,5 @@
-"""`sync TENANT_ID` and `status TENANT_ID`: the seed's single-tenant endpoints as commands."""
+"""`sync TENANT_ID` and `status TENANT_ID`: one tenant at a time, answering as keybuzz-backend's
+`POST /api/v1/tenants/sync` and `GET /api/v1/tenants/status/:tenantId` did."""
 
 from __future__ import annotations
 
@@ -6,9 +7,16 @@ import sys
 from typing import Any
 
 import click
-import orjson
 
-from jobs.cli import EPILOG, expected_errors, fail, load_with_databases, settings_options
+from jobs.cli.common import (
+    EPILOG,
+    WAIT_LOCK_OPTION,
+    expected_errors,
+    fail,
+    load_with_databases,
+    print_json,
+    settings_options,
+)
 from reconcile.ids import tenant_id_problem
 from reconcile.settings import parse_countries
 
@@ -21,12 +29,11 @@ def _check_tenant_id(tenant_id: str) -> None:
         fail(f"configuration error: {problem}")
 
 
-def _print(body: dict[str, Any]) -> None:
-    from reconcile.logs import stdout_bytes
-
-    out = stdout_bytes()
-    out.write(orjson.dumps(body) + b"\n")
-    out.flush()
+def _one_country(country: str) -> str:
+    countries = parse_countries(country, "--country")
+    if len(countries) != 1:
+        fail("configuration error: --country takes exactly one two-letter country code")
+    return countries[0]
 
 
 @click.command(epilog=EPILOG)
@@ -34,40 +41,30 @@ def _print(body: dict[str, Any]) -> None:
 @click.option("--country", default="FR", show_default=True, metavar="CC",
               help="Country of the Amazon inbound address to ensure.")
 @click.option("--no-inbound", is_flag=True, help="Do not ensure an inbound address.")
-@click.option("--wait-lock", "wait_lock_s", type=float, default=None, metavar="SECONDS",
-              help="Wait up to SECONDS while a full run holds the lock instead of exiting 6.")
+@WAIT_LOCK_OPTION
 @settings_options
 @click.pass_context
 @expected_errors
 def sync(ctx: click.Context, tenant_id: str, country: str, no_inbound: bool, **flags: Any) -> None:
     """Reconcile one tenant (create, update or archive) and ensure its inbound address.
 
-    Prints the seed's response {"success","tenant","inboundAddress"} as the last stdout line,
-    after the usual events and report. Exit 4 when the tenant is not in the product DB; exit 2
-    when TENANT_ID is blank, longer than 128 characters, or holds a NUL or bytes that are not UTF-8."""
-    from jobs.signals import run_cancellable
+    Prints {"success","tenant","inboundAddress"} as the last stdout line, after the usual events and
+    report. Exit 4 when the tenant is not in the product DB; exit 2 when TENANT_ID is blank, longer
+    than 128 characters, or holds a NUL or bytes that are not UTF-8."""
+    from jobs.answers import not_found, sync_answer
+    from jobs.commands import sync_until_stopped
     from reconcile.errors import TenantNotFound
-    from reconcile.logs import get_logger
-    from reconcile.report import new_run_id
-    from reconcile.tenant import NOT_FOUND, sync_tenant
 
     _check_tenant_id(tenant_id)
     settings = load_with_databases(ctx, flags)
-    code = None
-    if not no_inbound:
-        countries = parse_countries(country, "--country")
-        if len(countries) != 1:
-            fail("configuration error: --country takes exactly one two-letter country code")
-        code = countries[0]
-    run_id = new_run_id()
+    code = None if no_inbound else _one_country(country)
     try:
-        result = run_cancellable(lambda cancel: sync_tenant(settings, tenant_id, code, get_logger(run_id=run_id),
-                                                            run_id, cancel))
+        outcome = sync_until_stopped(settings, tenant_id, code)
     except TenantNotFound:
-        _print({"success": False, "error": NOT_FOUND})
+        print_json(not_found())
         sys.exit(TenantNotFound.exit_code)
-    _print(result.body)
-    sys.exit(result.exit_code)
+    print_json(sync_answer(outcome))
+    sys.exit(outcome.exit_code)
 
 
 @click.command(epilog=EPILOG)
@@ -80,10 +77,12 @@ def status(ctx: click.Context, tenant_id: str, **flags: Any) -> None:
 
     Read-only, takes no lock. Exit 0, or 4 when the tenant is in neither database; exit 2 when
     TENANT_ID cannot be a tenant id (as for sync)."""
-    from reconcile.tenant import tenant_status
+    from jobs.answers import status_answer
+    from jobs.commands import status as tenant_status
+    from reconcile.errors import TenantNotFound
 
     _check_tenant_id(tenant_id)
     settings = load_with_databases(ctx, flags)
-    body, code = tenant_status(settings, tenant_id)
-    _print(body)
-    sys.exit(code)
+    found = tenant_status(settings, tenant_id)
+    print_json(status_answer(found))
+    sys.exit(0 if found.found else TenantNotFound.exit_code)

@@ -15,10 +15,12 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
+from reconcile.db.copy import copy_out, dbapi
+from reconcile.db.sql import Query
 from reconcile.errors import DatabaseError
 from reconcile.mapping import Mapping
-from reconcile.pgcopy import Query, copy_out, dbapi
 from reconcile.tempfiles import discard, temp_file, temp_space
+from reconcile.threads import Worker
 
 # Measured at 1M tenants on 2 cores: a modest work_mem (sorted runs stream out while merging) and no
 # parallel workers (the two snapshots already run at once) are ~15 % faster than a big in-memory
@@ -92,50 +94,40 @@ def in_parallel(first: Callable[[], Spool], second: Callable[[], Spool],
     once (`stop_*` cut its connection: its result is no use), and the error that came first is
     raised (the other is its consequence). The helper is waited for at most `join_bound_s` (its
     own waits are bounded by the watchdog; this is the backstop), then cut."""
-    result: dict[str, Any] = {}
-    failed_first: list[str] = []
+    order: list[str] = []
     guard = threading.Lock()
 
     def failed(side: str) -> bool:
         with guard:
-            failed_first.append(side)
-            return len(failed_first) == 1
+            order.append(side)
+            return len(order) == 1
 
-    def target() -> None:
-        try:
-            result["value"] = first()
-        except BaseException as exc:  # handed to the calling thread below
-            result["error"] = exc
-            if failed("first"):
-                stop_second()
+    def on_first_error(_: BaseException) -> None:
+        if failed("first"):
+            stop_second()
 
-    thread = threading.Thread(target=target, name="snapshot", daemon=True)
-    thread.start()
+    worker = Worker(first, "snapshot", on_error=on_first_error).start()
     try:
         second_value = second()
     except BaseException:
         if failed("second"):
             stop_first()
-        _join(thread, join_bound_s, stop_first)
-        if "value" in result:
-            result["value"].close()
-        if failed_first[0] == "first":
-            raise result["error"] from None
+        _join(worker, join_bound_s, stop_first)
+        if worker.value is not None:
+            worker.value.close()
+        if order[0] == "first":
+            worker.result()  # raises the first side's error, the cause of ours
         raise
     try:
-        _join(thread, join_bound_s, stop_first)
+        _join(worker, join_bound_s, stop_first)
+        return worker.result(), second_value
     except BaseException:
         second_value.close()
         raise
-    if "error" in result:
-        second_value.close()
-        raise result["error"]
-    return result["value"], second_value
 
 
-def _join(thread: threading.Thread, bound_s: float, stop: Callable[[], None]) -> None:
-    thread.join(bound_s)
-    if thread.is_alive():
+def _join(worker: Worker[Spool], bound_s: float, stop: Callable[[], None]) -> None:
+    if not worker.join(bound_s):
         stop()
-        thread.join(5.0)
+        worker.join(5.0)
         raise DatabaseError(f"the product snapshot did not end within {bound_s:g}s")

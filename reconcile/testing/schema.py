@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from reconcile.db import DatabaseUrl, engine_for, translate_db_errors
+from reconcile.db.engines import engine_for, translate_db_errors
+from reconcile.db.urls import DatabaseUrl
 
 PRODUCT_DDL = """
 CREATE TABLE IF NOT EXISTS tenants (

@@ -3,7 +3,7 @@ statements so PostgreSQL rolls its transaction back, and stop it at the next pha
 
 A cancel request travels on a new connection to the server, so it cannot get through a stalled
 network path; whatever is still blocked `ABORT_AFTER_S` later is cut (socket shutdown, see
-reconcile.watchdog), which ends the blocked call at once.
+reconcile.db.watchdog), which ends the blocked call at once.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from reconcile.db.watchdog import WatchedConnection
 from reconcile.errors import DatabaseError
-from reconcile.watchdog import WatchedConnection
 
 ABORT_AFTER_S = 2.0
 

@@ -1,0 +1,87 @@
+"""The commands as plain functions: what `run`, `plan`, `sync`, `status`, `init-db` and each scheduled
+or HTTP-triggered run do, given settings. The CLI (jobs.cli), the scheduler and the HTTP server only
+parse their input, call these, and shape the answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs.process import run_until_stopped
+from reconcile.db.cancel import Cancellation
+from reconcile.hooks import AfterWrite
+from reconcile.inbound import inbound_hook
+from reconcile.metrics import push_report
+from reconcile.pipeline.run import RunOptions, run_reconcile
+from reconcile.report.file import write_report_file
+from reconcile.report.logs import get_logger
+from reconcile.report.model import Report, new_run_id
+from reconcile.settings import Settings
+from reconcile.single import SyncOutcome, TenantStatus, sync_tenant, tenant_status
+
+
+def hooks_for(settings: Settings, countries: tuple[str, ...] | None = None) -> tuple[AfterWrite, ...]:
+    """The hooks a run gets from its settings: the inbound addresses when countries are set."""
+    hook = inbound_hook(settings, countries)
+    return (hook,) if hook is not None else ()
+
+
+def new_report(settings: Settings, dry_run: bool, run_id: str | None = None) -> Report:
+    return Report(run_id=run_id or new_run_id(), mode="dry-run" if dry_run else "apply", shard=settings.shard.label,
+                  id_limit=settings.report_id_limit)
+
+
+def reconcile_once(settings: Settings, *, dry_run: bool = False, force: bool = False, report_file: str | None = None,
+                   cancel: Cancellation | None = None, report: Report | None = None) -> Report:
+    """One reconcile run as `run`, `plan`, each scheduled run and HTTP `sync-all` do it: the report
+    on stdout, then the report file and the Pushgateway when asked for. Never raises for an
+    expected failure: the report says what happened."""
+    report = report or new_report(settings, dry_run)
+    log = get_logger(run_id=report.run_id)
+    options = RunOptions(dry_run=dry_run, force=force, cancel=cancel, hooks=hooks_for(settings))
+    report = run_reconcile(settings, options, log, report)
+    if report_file:
+        write_report_file(report, report_file, log)
+    if settings.pushgateway and not dry_run:
+        push_report(settings.pushgateway, report, log)
+    return report
+
+
+def reconcile_until_stopped(settings: Settings, *, dry_run: bool, force: bool, report_file: str | None) -> Report:
+    """`reconcile_once` for a one-shot command: SIGTERM/SIGINT stop it (rolled back, reported),
+    and a run that does not stop in time is reported as failed by the process itself."""
+    report = new_report(settings, dry_run)
+
+    def overdue(message: str) -> None:
+        log = get_logger(run_id=report.run_id)
+        if report.fail_unless_emitted(message, 7, log) and report_file:
+            write_report_file(report, report_file, log)
+
+    return run_until_stopped(lambda cancel: reconcile_once(settings, dry_run=dry_run, force=force,
+                                                           report_file=report_file, cancel=cancel, report=report),
+                             on_overdue=overdue)
+
+
+def sync_until_stopped(settings: Settings, tenant_id: str, country: str | None) -> SyncOutcome:
+    """`sync TENANT_ID`: one tenant, its inbound address for `country` unless None. Raises
+    TenantNotFound (exit 4) before any run."""
+    run_id = new_run_id()
+    log: Any = get_logger(run_id=run_id)
+    return run_until_stopped(lambda cancel: sync_tenant(settings, tenant_id, country, log, run_id, cancel))
+
+
+def status(settings: Settings, tenant_id: str) -> TenantStatus:
+    """`status TENANT_ID`: read-only, no lock."""
+    return tenant_status(settings, tenant_id)
+
+
+def init_databases(settings: Settings) -> None:
+    """`init-db` (dev, test and demo only): create both databases and their schemas if absent."""
+    from reconcile.testing.schema import ensure_database, init_marketplace, init_product
+
+    log = get_logger()
+    for what, db, init in (("product", settings.require_product(), init_product),
+                           ("marketplace", settings.require_marketplace(), init_marketplace)):
+        created = ensure_database(db)
+        init(db)
+        log.info("init_db.done", database=what, db=db.display, database_created=created)

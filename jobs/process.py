@@ -1,0 +1,142 @@
+"""One process lifecycle for every command: how SIGTERM/SIGINT stop it.
+
+The signal handler only records the first signal and wakes the main thread (a byte on a pipe):
+no logging, no locks, no database calls, so it can never deadlock on something the interrupted
+code holds. The main thread then does the stopping:
+
+- one-shot work (`run`, `plan`, `sync`, `demo`) runs in a worker thread (`run_until_stopped`):
+  on a stop its database calls are cancelled, and then cut (reconcile.db.cancel), so it ends with
+  its report; should it still be running `overdue_after_s` later, the caller reports for it and the
+  process exits 7 all the same;
+- the scheduler waits on `StopSignal.wait()`, then stops taking runs and gives the current one its
+  grace time (jobs.scheduler).
+
+Kubernetes sends SIGTERM at `activeDeadlineSeconds`, on eviction and on a rolling update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from reconcile.db.cancel import Cancellation
+from reconcile.threads import Worker
+
+T = TypeVar("T")
+
+STOP_BOUND_S = 8.0
+OVERDUE_EXIT = 7
+
+
+class StopSignal:
+    """SIGTERM/SIGINT as a request to stop. Later signals change nothing, and the handlers stay
+    installed after `close()`, so a late signal cannot kill the process on its way out."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+        self._previous: dict[int, Any] = {}
+
+    def install(self) -> StopSignal:
+        """From the main thread, as early as possible: a signal before this kills the process."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._on_signal)
+        return self
+
+    def restore(self) -> None:
+        """Give the signals back to whoever had them (a command that is done with its work)."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None:
+            return
+        self.signum = signum
+        if self._write_fd >= 0:
+            with contextlib.suppress(OSError):  # a full pipe: the waiter sees `signum` anyway
+                os.write(self._write_fd, b"!")
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a stop is requested or `timeout` passes; True when a stop was requested."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.signum is None and self._read_fd >= 0:
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            with contextlib.suppress(InterruptedError):
+                ready, _, _ = select.select([self._read_fd], [], [], left)
+                if ready:
+                    os.read(self._read_fd, 1)
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        return self.signum is not None
+
+    def close(self) -> None:
+        """Release the pipe (the handlers stay: see the class doc)."""
+        fds, self._read_fd, self._write_fd = (self._read_fd, self._write_fd), -1, -1
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+
+
+def run_until_stopped(work: Callable[[Cancellation], T], *, on_overdue: Callable[[str], None] | None = None,
+                      overdue_after_s: float = STOP_BOUND_S, stop: StopSignal | None = None,
+                      restore: bool = True) -> T:
+    """Run `work(cancel)` in a worker thread while the main thread waits for it or for a stop
+    request; a stop cancels the work (`cancel.cancel`), which then ends by itself with its report.
+    Returns what `work` returned, or raises what it raised. With `restore` False the handlers stay
+    (the process is about to exit and a late signal must not kill it half-way)."""
+    stop = stop or StopSignal()
+    stop.install()
+    cancel = Cancellation()
+    worker = Worker(lambda: work(cancel), "work").start()
+    stopped_at: float | None = None
+    try:
+        while not worker.join(0 if stopped_at is None else 0.2):
+            if stopped_at is None and stop.wait(0.2):
+                stopped_at = time.monotonic()
+                cancel.cancel(stop.name)
+            if stopped_at is not None and time.monotonic() - stopped_at > overdue_after_s:
+                _give_up(stop.name, overdue_after_s, on_overdue)
+    finally:
+        if restore:
+            stop.restore()
+        stop.close()
+    return worker.result()
+
+
+def ignore_signals() -> None:
+    """The process is on its way out: a further SIGINT/SIGTERM has nothing left to stop, and must not
+    kill it half-way through its last words (a shell would then see a death by signal)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in StopSignal.SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
+
+
+def _give_up(reason: str, bound_s: float, on_overdue: Callable[[str], None] | None) -> None:
+    message = f"run stopped ({reason}) but still blocked after {bound_s:g}s; exiting without it"
+    try:
+        if on_overdue is not None:
+            on_overdue(message)
+        sys.stderr.write(f"tenant-reconcile: {message}\n")
+        sys.stderr.flush()
+    finally:
+        os._exit(OVERDUE_EXIT)
