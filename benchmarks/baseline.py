@@ -1,6 +1,6 @@
-"""The seed-style baseline: per product tenant one SELECT on the marketplace, then an INSERT or an
-UPDATE when needed, through SQLAlchemy (Core), each statement autocommitted like the seed's HTTP
-loop (`POST /sync-all` ran one SELECT + INSERT per tenant with no transaction).
+"""The per-tenant baseline, what keybuzz-backend's `POST /api/v1/tenants/sync-all` did: per product
+tenant one SELECT on the marketplace, then an INSERT or an UPDATE when needed, through SQLAlchemy
+(Core), each statement autocommitted (it ran one SELECT + INSERT per tenant with no transaction).
 
 Run as its own process (`python -m benchmarks.baseline PRODUCT_URL MARKET_URL LIMIT`) so its peak
 RSS is its own. Product rows are streamed (server-side cursor), so its memory does not depend on

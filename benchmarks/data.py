@@ -4,7 +4,7 @@ Rows are generated server-side (`generate_series`) and moved from one database t
 COPY through an OS pipe (one thread writes COPY OUT into it while this one feeds COPY IN from it),
 so loading ten million tenants needs neither a Python object per row, nor memory or disk that grows
 with N. Every choice (plan, status, name, which tenants drift) is a hash of the tenant's number and
-`seed`, so a run is reproducible and drift is spread evenly and independently of the plan/status mix.
+`drift_seed`, so a run is reproducible and drift is spread evenly and independently of the plan/status mix.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ FROM generate_series(1, {int(tenants)}) AS g
 """
 
 
-# The marketplace as a correct reconcile would leave it: SPEC §3 mapping, archived -> CLOSED.
+# The marketplace as a correct reconcile would leave it: the default mapping, archived -> CLOSED.
 _MARKET_OUT = """
 COPY (SELECT id, replace(lower(id), '_', '-'), name,
              coalesce(nullif(upper(btrim(plan)), ''), 'DEV'),

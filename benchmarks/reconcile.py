@@ -3,7 +3,7 @@
 Loads N tenants with a known drift into fresh databases (embedded PostgreSQL by default, or
 `--url ADMIN_URL` of an existing server), then measures, each as its own process, its wall time and
 its own peak RSS: the COPY floor, `tenant-reconcile plan`, `run` with drift, `run` again without
-drift, optionally `run --ensure-inbound` twice, and the seed-style per-tenant loop (time-boxed and
+drift, optionally `run --ensure-inbound` twice, and the per-tenant loop of keybuzz-backend's sync-all (time-boxed and
 extrapolated). Checks every reported count against the drift it generated, prints a table, then
 one JSON line with every figure (the last line on stdout).
 """
@@ -51,7 +51,7 @@ LABELS = {
     "run_again": "tenant-reconcile run (no drift)",
     "inbound": "run --ensure-inbound (first)",
     "inbound_again": "run --ensure-inbound (second)",
-    "baseline": "seed-style loop",
+    "baseline": "per-tenant loop",
 }
 
 
@@ -168,11 +168,11 @@ def run_benchmark(args: argparse.Namespace, say: Any) -> dict[str, Any]:
         try:
             for name in (names["product"], names["marketplace"]):
                 _autocommit(admin, f'CREATE DATABASE "{name}"')
-            say(f"loading {args.tenants:,} tenants, drift {args.drift:.2%} (seed {args.seed}) …")
-            data = load(dbs["product"], dbs["marketplace"], args.tenants, args.drift, args.seed)
+            say(f"loading {args.tenants:,} tenants, drift {args.drift:.2%} (drift seed {args.drift_seed}) …")
+            data = load(dbs["product"], dbs["marketplace"], args.tenants, args.drift, args.drift_seed)
             phases = ", ".join(f"{k} {v:.1f}s" for k, v in data.phases_s.items())
             say(f"loaded in {data.load_seconds:.1f}s ({phases}); generated drift {data.expected.as_dict()}")
-            # The seed-style loop writes too: it gets its own copy of the drifted marketplace.
+            # The per-tenant loop writes too: it gets its own copy of the drifted marketplace.
             _clone(admin, names["baseline"], names["marketplace"], version)
             measures = measure_all(args, data, dbs["baseline"], say)
             return summarize(args, data, measures, {"kind": kind, "version": version_text})
@@ -310,13 +310,13 @@ def summarize(args: argparse.Namespace, data: Dataset, m: dict[str, Measure],
         "to /dev/null, unsorted, one after the other, in one process",
         "plan and run get RECONCILE_MAX_ARCHIVE=1e9 and RECONCILE_MAX_ARCHIVE_RATIO=1: the safety guard is "
         "behaviour, not what is measured",
-        "seed-style loop: per product tenant one SELECT, then INSERT/UPDATE when needed, SQLAlchemy Core, "
-        "autocommit per statement (no transaction, like the seed), on its own copy of the drifted "
+        "per-tenant loop: per product tenant one SELECT, then INSERT/UPDATE when needed, SQLAlchemy Core, "
+        "autocommit per statement (no transaction, like keybuzz-backend's sync-all), on its own copy of the drifted "
         "marketplace (CREATE DATABASE ... TEMPLATE before any run)",
         "peak RSS: ru_maxrss from wait4 on each child, forked from a bare trampoline (benchmarks/spawn.py)",
     ]
     if base_extra.get("extrapolated"):
-        notes.append(f"seed-style loop: extrapolated from {base_extra['extrapolated_from']:,} tenants "
+        notes.append(f"per-tenant loop: extrapolated from {base_extra['extrapolated_from']:,} tenants "
                      f"(loop time x {args.tenants:,} / {base_extra['extrapolated_from']:,}, plus start-up once)")
     return {
         "benchmark": "tenant-reconcile",
@@ -325,7 +325,7 @@ def summarize(args: argparse.Namespace, data: Dataset, m: dict[str, Measure],
         "machine": {"cpus": os.cpu_count(), "arch": platform.machine(), "kernel": platform.release(),
                     "python": platform.python_version()},
         "server": server_info,
-        "tenants": args.tenants, "drift": args.drift, "seed": args.seed,
+        "tenants": args.tenants, "drift": args.drift, "drift_seed": args.drift_seed,
         "load_s": round(data.load_seconds, 2), "load_phases_s": {k: round(v, 2) for k, v in data.phases_s.items()},
         "expected": data.expected.as_dict(),
         "counts_match": not mismatches, "count_mismatches": mismatches,
@@ -364,7 +364,7 @@ def render(s: dict[str, Any]) -> str:
                      f"{m['us_per_tenant']:>9.2f} | {note}")
     r = s["ratios"]
     lines += ["", f"ratios: run/floor = {r['run_over_floor']}×, run (no drift)/floor = {r['run_again_over_floor']}×, "
-                  f"seed-style/run = {r['baseline_over_run']}×"]
+                  f"per-tenant loop/run = {r['baseline_over_run']}×"]
     if s["counts_match"]:
         lines.append("counts: every report matches the generated drift")
     else:
@@ -392,9 +392,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="an existing server (throw-away databases are created and dropped there); "
                              "default: start an embedded PostgreSQL")
     parser.add_argument("--baseline-tenants", type=int, default=BASELINE_MIN, metavar="K",
-                        help=f"tenants the seed-style loop runs before extrapolating (at least {BASELINE_MIN})")
+                        help=f"tenants the per-tenant loop runs before extrapolating (at least {BASELINE_MIN})")
     parser.add_argument("--ensure-inbound", metavar="CC,..", help="also measure run --ensure-inbound CC,.. twice")
-    parser.add_argument("--seed", type=int, default=1, help="changes which tenants drift and the plan/status mix")
+    parser.add_argument("--drift-seed", type=int, default=1,
+                        help="random seed of the data: changes which tenants drift and the plan/status mix")
     parser.add_argument("--ref-rss-mb", type=float, default=None, metavar="MB",
                         help="peak RSS of run at 1M tenants, for the 10M target (within 1.2x)")
     parser.add_argument("--json-only", action="store_true", help="print only the JSON line")

@@ -73,15 +73,3 @@ def sync_until_stopped(settings: Settings, tenant_id: str, country: str | None) 
 def status(settings: Settings, tenant_id: str) -> TenantStatus:
     """`status TENANT_ID`: read-only, no lock."""
     return tenant_status(settings, tenant_id)
-
-
-def init_databases(settings: Settings) -> None:
-    """`init-db` (dev, test and demo only): create both databases and their schemas if absent."""
-    from reconcile.testing.schema import ensure_database, init_marketplace, init_product
-
-    log = get_logger()
-    for what, db, init in (("product", settings.require_product(), init_product),
-                           ("marketplace", settings.require_marketplace(), init_marketplace)):
-        created = ensure_database(db)
-        init(db)
-        log.info("init_db.done", database=what, db=db.display, database_created=created)

@@ -1,4 +1,4 @@
-"""Expected failures, each tied to the exit code of SPEC §4."""
+"""Expected failures, each tied to its exit code (README: Exit codes)."""
 
 from __future__ import annotations
 

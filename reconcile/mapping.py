@@ -14,8 +14,6 @@ from typing import Any
 from reconcile.db.sql import Query
 from reconcile.errors import ConfigError
 
-PLAN_VALUES = ("DEV", "STARTER", "PRO", "ENTERPRISE")
-STATUS_VALUES = ("TRIAL", "ACTIVE", "SUSPENDED", "CLOSED")
 # Mapping target meaning "archive": the marketplace enum has no ARCHIVED, the tenant becomes CLOSED.
 ARCHIVED = "ARCHIVED"
 # Status value of a normalized product row that is archived; cannot collide with an enum label.

@@ -65,7 +65,7 @@ class Settings:
     schedule_cron: str = "0 2 * * *"
     schedule_timezone: str = "UTC"
     schedule_grace_s: int = 3600
-    schedule_stop_grace_s: float = 60.0
+    schedule_stop_grace_s: float = 5.0
     pushgateway: PushgatewayUrl | None = None
     shard: Shard = field(default_factory=Shard)
     mapping: Mapping = field(default_factory=Mapping)
@@ -303,21 +303,31 @@ def read_variable(env: MappingABC[str, str], name: str) -> tuple[str, str] | Non
     return None
 
 
-def _resolve_url(flags: MappingABC[str, Any], env: MappingABC[str, str], data: MappingABC[str, Any],
-                 file_where: str, attr: str, toml_key: str, env_name: str, fallback: str | None,
+@dataclass(frozen=True)
+class _Sources:
+    """Where settings come from, in precedence order: CLI flags, the environment, the config file."""
+
+    flags: MappingABC[str, Any]
+    env: MappingABC[str, str]
+    data: MappingABC[str, Any]
+    file_where: str
+
+
+def _resolve_url(sources: _Sources, spec: tuple[str, str, str, str | None],
                  flag_name: str) -> tuple[DatabaseUrl, str] | None:
     """One URL by the one rule: flag > environment (the variable, then its fallback) > config file."""
-    flag = flags.get(attr)
+    attr, toml_key, env_name, fallback = spec
+    flag = sources.flags.get(attr)
     if flag is not None:  # given, even empty: an empty flag is an error, not a fallback
         return DatabaseUrl.parse(str(flag), flag_name), flag_name
     for name in (env_name, fallback):
-        found = read_variable(env, name) if name else None
+        found = read_variable(sources.env, name) if name else None
         if found is not None:
             text, source = found
             return DatabaseUrl.parse(text, source), source
-    raw = _lookup(data, toml_key)
+    raw = _lookup(sources.data, toml_key)
     if raw is not None:
-        source = f"{file_where}: {toml_key}"
+        source = f"{sources.file_where}: {toml_key}"
         if not isinstance(raw, str):
             raise ConfigError(f"{source} must be a string")
         return DatabaseUrl.parse(raw, source), source
@@ -360,9 +370,11 @@ def load_settings(
         elif raw is not None and spec.toml:
             values[spec.attr] = spec.parse(raw, f"{file_where}: {spec.toml}")
 
-    for (attr, toml_key, env_name, fallback), flag_name in zip(_URL_SPECS, url_flags, strict=True):
-        resolved = _resolve_url(flags, env, data, file_where, attr, toml_key, env_name, fallback, flag_name)
+    sources = _Sources(flags, env, data, file_where)
+    for spec, flag_name in zip(_URL_SPECS, url_flags, strict=True):
+        resolved = _resolve_url(sources, spec, flag_name)
         if resolved is not None:
+            attr = spec[0]
             values[attr], values[attr.replace("_url", "_from")] = resolved
     _refuse_fallback_to_the_product(values)
 

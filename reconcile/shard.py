@@ -1,4 +1,4 @@
-"""Shard I/N (SPEC §4): a tenant belongs to shard `int(md5(id).hexdigest()[:8], 16) % N`."""
+"""Shard I/N: a tenant belongs to shard `int(md5(id).hexdigest()[:8], 16) % N`."""
 
 from __future__ import annotations
 

@@ -171,7 +171,8 @@ def unchanged_ids(settings: Settings, report: Report) -> list[str]:
     """Up to the report's id limit of the tenants a run left unchanged (the report keeps counts,
     the HTTP `sync-all` answer lists them)."""
     touched = {*report.lists["created"], *report.lists["archived"], *report.lists[CONFLICTS],
-               *(u["id"] for u in report.lists["updated"]), *(e["id"] for e in report.lists[ERROR.counted_as])}
+               *report.lists["skipped"], *(u["id"] for u in report.lists["updated"]),
+               *(e["id"] for e in report.lists[ERROR.counted_as])}
     limit = report.id_limit
     with _reading(settings, settings.require_product(), "product") as conn:
         rows = conn.exec_driver_sql(f"SELECT id FROM tenants WHERE {settings.shard.sql_predicate()} "

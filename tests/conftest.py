@@ -1,7 +1,7 @@
 """A real PostgreSQL for every test: RECONCILE_TEST_DATABASE_URL if set, else an embedded server.
 
 Each test gets two fresh databases (product + marketplace) cloned from session templates that
-already hold the SPEC §2 schemas, and they are dropped afterwards.
+already hold both schemas (docs/schemas.md), and they are dropped afterwards.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _fresh_pair(pg_server: Server) -> Iterator[Databases]:
 
 @pytest.fixture()
 def dbs(pg_server: Server) -> Iterator[Databases]:
-    """A fresh product DB and marketplace DB with the SPEC schemas, dropped after the test."""
+    """A fresh product DB and marketplace DB with both schemas, dropped after the test."""
     with _fresh_pair(pg_server) as databases:
         yield databases
 

@@ -2,7 +2,7 @@
 
 No timing is asserted anywhere: speed is what the harness reports, not what tests check. What is
 checked is that it runs, that its JSON line is complete, and that every count the reconcile runs
-(and the seed-style loop) report matches the drift the harness generated.
+(and the per-tenant loop) report matches the drift the harness generated.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def test_harness_runs_and_every_count_matches_the_generated_drift():
         0, 0, 0, TENANTS, expected["orphans"])
     assert m["inbound"]["counts"]["inbound_created"] == expected["open_tenants"]  # one country
     assert m["inbound_again"]["counts"]["inbound_created"] == 0
-    # The seed-style loop saw the same drift: it made exactly the writes the run made.
+    # The per-tenant loop saw the same drift: it made exactly the writes the run made.
     base = m["baseline"]
     assert base["extrapolated"] is False and base["extrapolated_from"] == TENANTS
     assert base["statements"] == {"selects": TENANTS, "inserts": expected["created"],

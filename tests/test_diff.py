@@ -1,4 +1,4 @@
-"""SPEC §3 action table, on the pure diff (no database), plus a property test against a dict model."""
+"""The action table, on the pure diff (no database), plus a property test against a dict model."""
 
 from __future__ import annotations
 

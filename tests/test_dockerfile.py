@@ -157,7 +157,10 @@ def test_build_stage_copies_everything_the_wheel_needs_and_dockerignore_lets_it_
             assert not any(w.startswith("--from") for w in words)
             sources += words[:-1]
     meta = project()
-    needed = {"pyproject.toml", meta["project"]["readme"], *meta["tool"]["setuptools"]["packages"]}
+    packages = meta["tool"]["setuptools"]["packages"]  # a list, or {"find": {"include": [patterns]}}
+    names = packages if isinstance(packages, list) else packages["find"]["include"]
+    top_level = {name.split(".")[0] for name in names}  # a package directory brings its subpackages
+    needed = {"pyproject.toml", meta["project"]["readme"], *top_level}
     assert needed <= set(sources), f"the build stage does not copy {needed - set(sources)}"
     patterns = dockerignore_patterns()
     for source in sources:

@@ -1,4 +1,4 @@
-"""`serve`: the seed's endpoints over real HTTP on 127.0.0.1, with and without the internal key."""
+"""`serve`: keybuzz-backend's tenant endpoints over real HTTP on 127.0.0.1, with and without the internal key."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def api(dbs):
         yield client, proc, dbs
 
 
-def test_sync_with_the_key_has_the_seed_response(api):
+def test_sync_with_the_key_answers_like_keybuzz_backend(api):
     client, _, dbs = api
     response = client.post("/api/v1/tenants/sync", json={"tenantId": "ecomlg-001", "createInboundAddress": True,
                                                         "country": "FR"})

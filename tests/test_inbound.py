@@ -1,4 +1,4 @@
-"""SPEC §3 inbound addresses: set-based, idempotent, case-tolerant, safe without unique constraints."""
+"""Inbound addresses: set-based, idempotent, case-tolerant, safe without unique constraints."""
 
 from __future__ import annotations
 
@@ -198,3 +198,33 @@ def test_a_deleted_address_is_recreated_next_run(dbs):
     report, _ = ensure(dbs)
     assert report.counts["inbound_created"] == 1
     assert sorted(a.country for a in addresses(dbs)) == ["DE", "FR"]
+
+
+def test_duplicates_found_are_inbound_row_errors_counted_apart(dbs):
+    for table, constraint in UNIQUE_CONSTRAINTS.items():
+        dbs.sql("marketplace", f'ALTER TABLE {table} DROP CONSTRAINT "{constraint}"')
+    dbs.add_product(("t1", "T", "pro", "active"), ("t2", "T2", "pro", "active"))
+    dbs.add_market(("t1", "T", "PRO", "ACTIVE"), ("t2", "T2", "PRO", "ACTIVE"))
+    dbs.sql("marketplace", """
+        INSERT INTO inbound_connections (id, "tenantId", marketplace, countries, "createdAt", "updatedAt") VALUES
+          ('c1', 't1', 'amazon', '["FR"]', '2024-01-01', now()), ('c2', 't1', 'AMAZON', '["FR"]', '2024-02-01', now());
+        INSERT INTO inbound_addresses (id, "connectionId", "tenantId", marketplace, country, token, "emailAddress",
+                                       "updatedAt") VALUES
+          ('a1', 'c1', 't1', 'AMAZON', 'FR', 'aaaaaa', 'amazon.t1.fr.aaaaaa@inbound.keybuzz.io', now()),
+          ('a2', 'c1', 't1', 'amazon', 'fr', 'bbbbbb', 'amazon.t1.fr.bbbbbb@inbound.keybuzz.io', now());""")
+    report, events = ensure(dbs, countries=("FR",))
+    errors = sorted((e["id"], e["error"], e["scope"]) for e in report.lists["errors"])
+    assert errors == [("t1", "duplicate_inbound_address", "inbound"), ("t1", "duplicate_inbound_connection", "inbound")]
+    assert report.counts["inbound_errors"] == 2 and report.counts["errors"] == 0
+    assert report.status == "partial" and report.exit_code == 3
+    assert report.counts["inbound_created"] == 1  # t2's address: the rest proceeds
+    assert {e["tenant_id"] for e in events.of("tenant.error")} == {"t1"}
+
+
+def test_skipped_tenants_get_no_inbound_rows(dbs):
+    dbs.add_product(("keep", "K", "pro", "active"), ("skip-me", "S", "pro", "active"))
+    dbs.add_market(("skip-me", "S", "PRO", "ACTIVE"), ("skip-orphan", "O", "PRO", "ACTIVE"))
+    report, _ = ensure(dbs, countries=("FR",), skip_ids=("skip-me", "skip-orphan"), orphans="archive")
+    assert report.counts["skipped"] == 2 and report.counts["inbound_created"] == 1
+    assert {a.tenant for a in addresses(dbs)} == {"keep"}
+    assert {c.tenant for c in connections(dbs)} == {"keep"}

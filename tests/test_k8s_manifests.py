@@ -1,5 +1,5 @@
 """The Kubernetes manifests under k8s/, checked offline: schema (Kubernetes 1.30, strict), the
-kustomizations, and the operational invariants of issue 6 read from the parsed YAML. No cluster,
+kustomizations, and the operational invariants read from the parsed YAML. No cluster,
 no PostgreSQL."""
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ CONFIG_SOURCE = REPO / "config" / "reconcile.toml"
 CONFIG_COPY = K8S / "base" / "reconcile.toml"
 SECRET_TEMPLATE = K8S / "secret.template.yaml"
 
-# Figures the resources are sized from (issue 4 benchmark; k8s/README.md "Sizing").
+# Figures the resources are sized from (the benchmark; k8s/README.md "Sizing").
 BENCHMARK_PEAK_RSS = 150 * 2**20          # target peak RSS, flat with the tenant count
 SPOOL_BYTES_PER_TENANT_PER_SIDE = 60      # snapshot temp files in $TMPDIR
 SIZED_FOR_TENANTS = 10_000_000
 SLOWEST_MEASURED_RUN_S = 14               # 10M tenants, local PG15
 
-# What a pod may do on each exit code (SPEC §4): 2 config, 3 partial, 5 guard, 6 lock are not
+# What a pod may do on each exit code: 2 config, 3 partial, 5 guard, 6 lock are not
 # retried; 1 internal and 7 DB failure are (Count, or no rule, which counts too).
 NOT_RETRIED = {"FailJob", "FailIndex"}
 RETRIED = {"Count", None}

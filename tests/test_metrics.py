@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from reconcile.metrics import PushgatewayUrl, push_report
-from reconcile.report.model import Report
 from reconcile.report.logs import get_logger
+from reconcile.report.model import Report
 from tests.pgtools import EventLog
 
 SECRET = "S3cr3tPa55"

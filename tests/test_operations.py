@@ -1,4 +1,4 @@
-"""Issue 6 behaviours in real processes: scheduler, signals, lock, guard, retries, timeouts, grants,
+"""Operations in real processes: scheduler, signals, lock, guard, retries, timeouts, grants,
 metrics. Every process here is the real CLI; the database is real; the Pushgateway is a real HTTP
 server that records what it receives."""
 
@@ -174,7 +174,9 @@ def test_shards_run_side_by_side_but_never_beside_a_whole_run(dbs):
 
 def test_two_real_processes_one_runs_the_other_exits_6(dbs):
     dbs.add_product(("a", "A", "pro", "active"))
-    dbs.sql("marketplace", SLOW_INSERT.format(seconds=3))
+    # Long enough that the second process (start-up, then a held lock retried for a second) finds
+    # the first still holding it, even on a loaded machine.
+    dbs.sql("marketplace", SLOW_INSERT.format(seconds=6))
     first = Proc(["run"], dbs.env())
     first.wait_for("lock.acquired")
     second = run_cli("run", env=dbs.env())

@@ -1,4 +1,4 @@
-"""SPEC §3 semantics, consistency and §5 report, run in-process against real PostgreSQL databases."""
+"""Reconcile semantics, consistency and the report, run in-process against real PostgreSQL databases."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from reconcile.actions import COUNT_KEYS
 from reconcile.pipeline import stage
 from tests.pgtools import reconcile
 
-SEED_PRODUCT = [("ecomlg-001", "eComLG", "pro", "active"), ("kbz-001", "KeyBuzz 1", "starter", "active"),
+KEYBUZZ_PRODUCT = [("ecomlg-001", "eComLG", "pro", "active"), ("kbz-001", "KeyBuzz 1", "starter", "active"),
                 ("kbz-002", "KeyBuzz 2", "pro", "active"), ("kbz-003", "KeyBuzz 3", "dev", "trial"),
                 ("kbz-004", "KeyBuzz 4", "enterprise", "active"), ("tenant_test_dev", "Test", "dev", "trial")]
-SEED_MARKET = [("ecomlg-001", "eComLG", "PRO", "ACTIVE"), ("kbz-001", "KeyBuzz 1", "STARTER", "ACTIVE"),
+KEYBUZZ_MARKET = [("ecomlg-001", "eComLG", "PRO", "ACTIVE"), ("kbz-001", "KeyBuzz 1", "STARTER", "ACTIVE"),
                ("kbz-002", "KeyBuzz 2", "PRO", "ACTIVE"), ("tenant_test_dev", "Test", "DEV", "TRIAL")]
 
 
@@ -19,16 +19,16 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-def test_seed_sync_all_creates_kbz_003_and_kbz_004(dbs):
-    dbs.add_product(*SEED_PRODUCT)
-    dbs.add_market(*SEED_MARKET)
+def test_sync_all_scenario_creates_kbz_003_and_kbz_004(dbs):
+    dbs.add_product(*KEYBUZZ_PRODUCT)
+    dbs.add_market(*KEYBUZZ_MARKET)
     report, events = reconcile(dbs)
     assert report.status == "success" and report.exit_code == 0
     assert report.total == 6
     assert report.counts == {**dict.fromkeys(COUNT_KEYS, 0), "created": 2, "unchanged": 4}
     assert list(report.lists["created"]) == ["kbz-003", "kbz-004"]
     assert [e["tenant_id"] for e in events.of("tenant.created")] == ["kbz-003", "kbz-004"]
-    assert set(dbs.market()) == {r[0] for r in SEED_PRODUCT}
+    assert set(dbs.market()) == {r[0] for r in KEYBUZZ_PRODUCT}
 
 
 def test_create_sets_slug_mapped_fields_and_utc_timestamps(dbs):
@@ -134,7 +134,7 @@ def test_total_is_the_sum_of_per_tenant_outcomes(dbs):
 
 
 def test_second_run_writes_nothing_and_leaves_updated_at_alone(dbs):
-    dbs.add_product(*SEED_PRODUCT, ("x", "X", "pro", "archived"))
+    dbs.add_product(*KEYBUZZ_PRODUCT, ("x", "X", "pro", "archived"))
     dbs.add_market(("kbz-001", "Drifted", "DEV", "TRIAL"), ("x", "X", "PRO", "ACTIVE"))
     reconcile(dbs)
     after_first = dbs.market()
@@ -145,7 +145,7 @@ def test_second_run_writes_nothing_and_leaves_updated_at_alone(dbs):
 
 
 def test_dry_run_reports_the_same_plan_and_writes_nothing(dbs):
-    dbs.add_product(*SEED_PRODUCT, ("x", "X", "pro", "archived"))
+    dbs.add_product(*KEYBUZZ_PRODUCT, ("x", "X", "pro", "archived"))
     dbs.add_market(("kbz-001", "Drifted", "DEV", "TRIAL"), ("x", "X", "PRO", "ACTIVE"))
     before = dbs.market()
     planned, events = reconcile(dbs, dry_run=True)
@@ -199,8 +199,8 @@ def test_update_changed_meanwhile_is_a_conflict_left_for_next_run(dbs, monkeypat
 
 
 def test_report_has_every_field_of_spec_section_5(dbs):
-    dbs.add_product(*SEED_PRODUCT)
-    dbs.add_market(*SEED_MARKET)
+    dbs.add_product(*KEYBUZZ_PRODUCT)
+    dbs.add_market(*KEYBUZZ_MARKET)
     _, events = reconcile(dbs)
     report = events.of("reconcile.report")[0]
     for key in ("event", "level", "timestamp", "run_id", "mode", "status", "shard", "total", "counts", "created",

@@ -1,4 +1,4 @@
-"""SPEC §4 shards: the md5 rule, where the shard comes from (flag or Indexed Job env), and that N
+"""Shards: the md5 rule, where the shard comes from (flag or Indexed Job env), and that N
 shards together do exactly what one whole run does."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ UNGUARDED = {"max_archive": 10**6, "max_archive_ratio": 1.0}
 
 
 def spec_bucket(tenant_id: str, count: int) -> int:
-    """SPEC §4 verbatim: int(md5(id).hexdigest()[:8], 16) % N."""
+    """The documented rule verbatim: int(md5(id).hexdigest()[:8], 16) % N."""
     return int(hashlib.md5(tenant_id.encode()).hexdigest()[:8], 16) % count
 
 

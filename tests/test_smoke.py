@@ -1,11 +1,12 @@
-"""The seed scenario end to end through the CLI, against a real server."""
+"""The keybuzz-backend scenario (two tenants missing from the marketplace) end to end through the CLI,
+against a real server."""
 
 from __future__ import annotations
 
 from tests.pgtools import run_cli
 
 
-def test_seed_scenario_creates_the_two_missing_tenants(dbs):
+def test_the_two_tenants_missing_from_the_marketplace_are_created(dbs):
     dbs.add_product(("ecomlg-001", "eComLG", "pro", "active"), ("kbz-001", "K1", "starter", "active"),
                     ("kbz-003", "K3", "dev", "trial"), ("kbz-004", "K4", None, None))
     dbs.add_market(("ecomlg-001", "eComLG", "PRO", "ACTIVE"), ("kbz-001", "K1", "STARTER", "ACTIVE"))

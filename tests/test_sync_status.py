@@ -1,4 +1,4 @@
-"""`sync` and `status`: the seed's single-tenant semantics, without its defects, and the rule for
+"""`sync` and `status`: keybuzz-backend's single-tenant endpoints as commands, without their defects, and the rule for
 the TENANT_ID they are given."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def last_json(result) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_sync_unknown_tenant_exits_4_with_the_seed_error(dbs):
+def test_sync_unknown_tenant_exits_4_with_the_not_found_answer(dbs):
     result = run_cli("sync", "ghost", env=dbs.env())
     assert result.code == 4
     assert result.events == [{"success": False, "error": "Tenant not found in product DB"}]
@@ -99,7 +99,7 @@ def test_sync_waits_for_no_full_run_but_refuses_beside_one(dbs):
         assert run_cli("run", env=dbs.env()).report["status"] == "locked"  # a run waits for syncs
 
 
-def test_status_has_the_seed_shape_and_values_as_stored(dbs):
+def test_status_has_the_known_shape_and_values_as_stored(dbs):
     dbs.add_product(("ecomlg-001", "eComLG", "pro", "active"))
     dbs.add_market(("ecomlg-001", "eComLG", "PRO", "ACTIVE"))
     dbs.sql("marketplace", """

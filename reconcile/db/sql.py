@@ -13,7 +13,3 @@ class Query(NamedTuple):
 
     sql: str
     params: dict[str, Any]
-
-    @classmethod
-    def of(cls, sql: str, **params: Any) -> Query:
-        return cls(sql, params)

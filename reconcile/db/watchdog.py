@@ -50,7 +50,6 @@ class WatchedConnection(psycopg2.extensions.connection):
         self.abort_reason: str | None = None
         self._guard = threading.Lock()
         self._depth = 0
-        self._busy_since = 0.0
         self._progress = 0.0
         self._backend_pid = self.info.backend_pid
         # Our own handle on the socket, for as long as the connection lives: shutting it down ends a
@@ -64,7 +63,7 @@ class WatchedConnection(psycopg2.extensions.connection):
         """Mark a blocking call (re-entrant: a COPY inside a wrapped execute counts once)."""
         with self._guard:
             if self._depth == 0:
-                self._busy_since = self._progress = time.monotonic()
+                self._progress = time.monotonic()
             self._depth += 1
         try:
             yield

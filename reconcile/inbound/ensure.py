@@ -22,6 +22,8 @@ CONNECTION_MARKETPLACE = "amazon"
 ADDRESS_MARKETPLACE = "AMAZON"
 HOOK_NAME = "inbound"
 _SAMPLE = 20
+DUPLICATE_CONNECTION = "duplicate_inbound_connection"
+DUPLICATE_ADDRESS = "duplicate_inbound_address"
 _BAD_ID = ("id cannot be part of an e-mail address (allowed: letters, digits, '_' and '-', starting with a "
            "letter or digit)")
 
@@ -73,9 +75,10 @@ class _Ensure:
         self.sql("ANALYZE rc_eligible")
         return [RowError(tenant_id, INVALID_ID_FOR_EMAIL, _BAD_ID) for tenant_id in sorted(bad_ids)]
 
-    def existing(self) -> None:
+    def existing(self) -> list[RowError]:
         """What exists already, in any spelling: one connection per tenant (the oldest), and the
-        addresses per (tenant, country). Duplicates are reported, never added to."""
+        addresses per (tenant, country). Duplicates (where the unique constraints are missing) are
+        row errors of this step, never added to; the missing rows of those tenants are still ensured."""
         self.sql("""CREATE TEMP TABLE rc_conn ON COMMIT DROP AS
                     SELECT DISTINCT ON (c."tenantId") c."tenantId" AS tenant_id, c.id AS conn_id,
                            count(*) OVER (PARTITION BY c."tenantId") AS n
@@ -93,6 +96,11 @@ class _Ensure:
                              "ORDER BY tenant_id, country").all()
         _warn_duplicates(self.ctx.log, connections, addresses)
         self.summary.update(duplicate_connections=len(connections), duplicate_addresses=len(addresses))
+        counts = dict(self.sql("SELECT tenant_id, n FROM rc_conn WHERE n > 1").all())
+        return ([RowError(t, DUPLICATE_CONNECTION, f"{counts[t]} amazon connections for this tenant; the oldest "
+                          "is used, none is added") for t in connections]
+                + [RowError(t, DUPLICATE_ADDRESS, f"{n} {c} addresses for this tenant; none is added")
+                   for t, c, n in addresses])
 
     def count_would_create(self) -> int:
         self.summary["connections_created"] = int(self.sql(
@@ -171,7 +179,7 @@ def ensure(ctx: HookContext, countries: tuple[str, ...], domain: str, candidates
     step = _Ensure(ctx, countries, domain)
     step.load_candidates(candidates)
     result = HookResult(HOOK_NAME, row_errors=step.eligible(), summary=step.summary)
-    step.existing()
+    result.row_errors += step.existing()
     if ctx.dry_run:
         result.counts[INBOUND_CREATED] = step.count_would_create()
         return result

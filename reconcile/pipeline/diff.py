@@ -83,7 +83,7 @@ def diff(product: Iterable[bytes], marketplace: Iterable[bytes],
     run = 0
     last_p = last_m = b""
     while p is not None and m is not None:
-        if p == m:
+        if p == m:  # valid and in sync: the common case, settled without splitting the lines
             run += 1
             p = next(pit, None)
             m = next(mit, None)
@@ -112,6 +112,12 @@ def diff(product: Iterable[bytes], marketplace: Iterable[bytes],
             yield (UNCHANGED, run)
             run = 0
         yield action
+    yield from _rest(p, pit, m, mit, run, skip)
+
+
+def _rest(p: bytes | None, pit: Iterator[bytes], m: bytes | None, mit: Iterator[bytes], run: int,
+          skip: frozenset[bytes]) -> Iterator[Action]:
+    """Once one stream is exhausted: the remaining product lines, then the remaining orphans."""
     while p is not None:
         action = _product_only(p[:-1].split(b"\t"))
         if action is None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from reconcile import copytext
-from reconcile.actions import CREATE, ERROR, ORPHAN, WRITES
+from reconcile.actions import CREATE, ERROR, ORPHAN, SKIP, WRITES
 from reconcile.db.copy import copy_in
 from reconcile.db.sql import Query
 from reconcile.mapping import ARCHIVED_MARK, SLUG_CONFLICT, Mapping, slug_for
@@ -74,8 +74,8 @@ class StagedTables:
         self._staged = staged
 
     def excluded_ids(self) -> Iterator[bytes]:
-        """Escaped ids of the tenants a hook must leave alone: orphans and row errors."""
-        for kind in (ORPHAN, ERROR):
+        """Escaped ids of the tenants a hook must leave alone: orphans, row errors and skipped."""
+        for kind in (ORPHAN, ERROR, SKIP):
             for row in self._plan.spool(kind).rows():
                 yield row[0]
         for tenant_id in self._staged.rejected:

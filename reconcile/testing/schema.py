@@ -1,6 +1,9 @@
-"""`init-db`: the SPEC §2 schemas, created if absent (dev, test and demo only; idempotent)."""
+"""The product and marketplace schemas as the tool expects them (docs/schemas.md), created if
+absent by `init-db`, the demo and the tests (dev, test and demo only; idempotent)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from reconcile.db.engines import engine_for, translate_db_errors
 from reconcile.db.urls import DatabaseUrl
@@ -108,5 +111,13 @@ def init_marketplace(db: DatabaseUrl) -> None:
     init_schema(db, MARKETPLACE_DDL, "marketplace")
 
 
-__all__ = ["MARKETPLACE_DDL", "PRODUCT_DDL", "UNIQUE_CONSTRAINTS", "ensure_database", "init_marketplace",
-           "init_product"]
+__all__ = ["MARKETPLACE_DDL", "PRODUCT_DDL", "UNIQUE_CONSTRAINTS", "ensure_database", "init_databases",
+           "init_marketplace", "init_product"]
+
+
+def init_databases(product: DatabaseUrl, marketplace: DatabaseUrl, log: Any) -> None:
+    """`init-db`: create both databases and their schemas if absent."""
+    for what, db, init in (("product", product, init_product), ("marketplace", marketplace, init_marketplace)):
+        created = ensure_database(db)
+        init(db)
+        log.info("init_db.done", database=what, db=db.display, database_created=created)

