@@ -25,7 +25,7 @@ from jobs.cli.common import (
               help="IANA time zone of the cron (default: UTC).")
 @click.option("--run-now", is_flag=True, help="Also run once right away.")
 @click.option("--stop-grace", "schedule_stop_grace_s", type=float, default=None, metavar="SECONDS",
-              help="On SIGTERM, let a run in progress finish this long before rolling it back (default 60).")
+              help="On SIGTERM, let a run in progress finish this long before rolling it back (default 5).")
 @click.option("--wait-lock", "wait_lock_s", type=float, default=None, metavar="SECONDS",
               help="Each run waits up to SECONDS for another run's lock.")
 @PUSHGATEWAY_OPTION
