@@ -175,3 +175,21 @@ def reconcile(dbs: Databases, *, dry_run: bool = False, force: bool = False, aft
                          tenant_ids=(tenant_id,) if tenant_id is not None else None)
     report = run_reconcile(dbs.settings(**overrides), options, get_logger(run_id="test"))
     return report, events
+
+
+def wait_until_serving(client: Any, proc: subprocess.Popen, timeout: float, why_not: Any = None) -> None:
+    """Poll `serve`'s /healthz until it answers 200; fail with the process's stderr if it died."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if client.get("/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None, why_not() if why_not else (proc.stderr.read() if proc.stderr else "")
+        assert time.monotonic() < deadline, "serve did not start"
+        time.sleep(0.1)

@@ -18,7 +18,7 @@ import pytest
 
 from reconcile.db.lock import lock_key
 from reconcile.shard import Shard
-from tests.pgtools import REPO, run_cli
+from tests.pgtools import REPO, run_cli, wait_until_serving
 
 KEY = "s3cret-internal-key"
 
@@ -59,16 +59,7 @@ def server(env: dict[str, str]) -> Iterator[tuple[httpx.Client, Served]]:
         served = Served(proc, out, err)
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None, served.stderr()
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.1)
+            wait_until_serving(client, proc, 20, served.stderr)
             yield client, served
         finally:
             client.close()

@@ -24,7 +24,7 @@ from tests.faults.harness import (
     direct_url,
     outputs,
 )
-from tests.pgtools import REPO, Databases
+from tests.pgtools import REPO, Databases, wait_until_serving
 
 
 @pytest.fixture(scope="module")
@@ -145,16 +145,7 @@ def test_concurrent_http_syncs_all_answer_200_without_a_duplicate(own_dbs):
                           headers={"X-Internal-Key": "internal-key-for-the-fault-suite"},
                           limits=httpx.Limits(max_connections=20))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "serve did not start"
-            time.sleep(0.1)
+        wait_until_serving(client, proc, 30)
         answers: list[tuple[int, dict]] = []
         lock = threading.Lock()
 
