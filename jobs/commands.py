@@ -5,6 +5,7 @@ parse their input, call these, and shape the answer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from jobs.process import run_until_stopped
@@ -12,6 +13,8 @@ from reconcile.db.cancel import Cancellation
 from reconcile.hooks import AfterWrite
 from reconcile.inbound import inbound_hook
 from reconcile.metrics import push_report
+from reconcile.pipeline import planfile
+from reconcile.pipeline.planfile import SavedPlan
 from reconcile.pipeline.run import RunOptions, run_reconcile
 from reconcile.report.file import write_report_file
 from reconcile.report.logs import get_logger
@@ -31,35 +34,57 @@ def new_report(settings: Settings, dry_run: bool, run_id: str | None = None) -> 
                   id_limit=settings.report_id_limit)
 
 
-def reconcile_once(settings: Settings, *, dry_run: bool = False, force: bool = False, report_file: str | None = None,
-                   cancel: Cancellation | None = None, report: Report | None = None) -> Report:
+@dataclass(frozen=True)
+class RunRequest:
+    """What a reconcile command asks for, beyond the settings."""
+
+    dry_run: bool = False
+    force: bool = False
+    report_file: str | None = None
+    only: tuple[str, ...] | None = None    # restrict to these tenants (every rule of a full run)
+    plan_out: str | None = None            # a dry run also saves its plan there
+    saved_plan: SavedPlan | None = None    # apply exactly this plan
+
+
+def reconcile_once(settings: Settings, request: RunRequest = RunRequest(), *, cancel: Cancellation | None = None,
+                   report: Report | None = None) -> Report:
     """One reconcile run as `run`, `plan`, each scheduled run and HTTP `sync-all` do it: the report
     on stdout, then the report file and the Pushgateway when asked for. Never raises for an
     expected failure: the report says what happened."""
-    report = report or new_report(settings, dry_run)
+    report = report or new_report(settings, request.dry_run)
     log = get_logger(run_id=report.run_id)
-    options = RunOptions(dry_run=dry_run, force=force, cancel=cancel, hooks=hooks_for(settings))
+    saved = request.saved_plan
+    options = RunOptions(dry_run=request.dry_run, force=request.force, cancel=cancel,
+                         tenant_ids=saved.only if saved else request.only, plan_out=request.plan_out,
+                         saved_plan=saved, hooks=() if saved else hooks_for(settings))
     report = run_reconcile(settings, options, log, report)
-    if report_file:
-        write_report_file(report, report_file, log)
-    if settings.pushgateway and not dry_run:
+    if request.report_file:
+        write_report_file(report, request.report_file, log)
+    if settings.pushgateway and not request.dry_run:
         push_report(settings.pushgateway, report, log)
     return report
 
 
-def reconcile_until_stopped(settings: Settings, *, dry_run: bool, force: bool, report_file: str | None) -> Report:
+def reconcile_until_stopped(settings: Settings, request: RunRequest) -> Report:
     """`reconcile_once` for a one-shot command: SIGTERM/SIGINT stop it (rolled back, reported),
     and a run that does not stop in time is reported as failed by the process itself."""
-    report = new_report(settings, dry_run)
+    report = new_report(settings, request.dry_run)
 
     def overdue(message: str) -> None:
         log = get_logger(run_id=report.run_id)
-        if report.fail_unless_emitted(message, 7, log) and report_file:
-            write_report_file(report, report_file, log)
+        if report.fail_unless_emitted(message, 7, log) and request.report_file:
+            write_report_file(report, request.report_file, log)
 
-    return run_until_stopped(lambda cancel: reconcile_once(settings, dry_run=dry_run, force=force,
-                                                           report_file=report_file, cancel=cancel, report=report),
+    return run_until_stopped(lambda cancel: reconcile_once(settings, request, cancel=cancel, report=report),
                              on_overdue=overdue)
+
+
+def saved_plan_for(settings: Settings, path: str, max_age_s: float) -> SavedPlan:
+    """The saved plan at `path`, checked against these settings (exit 2 when it was made for other
+    databases, another shard or mapping, or is too old)."""
+    expected = planfile.header("", settings.require_product().display, settings.require_marketplace().display,
+                               settings.shard.label, None, settings.mapping)
+    return planfile.load_plan_file(path, expected, max_age_s)
 
 
 def sync_until_stopped(settings: Settings, tenant_id: str, country: str | None) -> SyncOutcome:

@@ -9,6 +9,8 @@ ends up in logs and HTTP answers.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 MAX_TENANT_ID_LENGTH = 128  # the longest id the marketplace accepts (a longer one is a row error)
 
 
@@ -32,4 +34,35 @@ def tenant_id_problem(value: object, *, name: str = "tenantId") -> str | None:
     return None
 
 
-__all__ = ["MAX_TENANT_ID_LENGTH", "tenant_id_problem"]
+def id_list(values: Iterable[str], where: str) -> tuple[str, ...]:
+    """The ids of `--only` (or of an id file): each checked as above, duplicates dropped, sorted
+    bytewise (the order the snapshots use). Raises ConfigError naming `where` (and the line)."""
+    from reconcile.errors import ConfigError
+
+    seen: set[str] = set()
+    for number, value in enumerate(values, 1):
+        problem = tenant_id_problem(value, name=f"{where}: id {number}")
+        if problem:
+            raise ConfigError(problem)
+        seen.add(value)
+    if not seen:
+        raise ConfigError(f"{where} names no tenant id")
+    return tuple(sorted(seen, key=lambda i: i.encode()))
+
+
+def read_id_file(path: str) -> tuple[str, ...]:
+    """One id a line (surrounding spaces and blank lines ignored), streamed: a list of 100,000 ids
+    costs their strings, not a copy of the file."""
+    from reconcile.errors import ConfigError
+
+    where = f"--only-file {path}"
+    try:
+        with open(path, encoding="utf-8") as lines:
+            return id_list((line.strip() for line in lines if line.strip()), where)
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where} is not UTF-8 text") from None
+
+
+__all__ = ["MAX_TENANT_ID_LENGTH", "id_list", "read_id_file", "tenant_id_problem"]

@@ -24,7 +24,7 @@ from reconcile.db.urls import DatabaseUrl
 from reconcile.errors import DatabaseError, TenantNotFound
 from reconcile.inbound import inbound_hook
 from reconcile.mapping import ARCHIVED_MARK, CLOSED, Mapping
-from reconcile.pipeline.run import SINGLE_TENANTS, RunOptions, run_reconcile
+from reconcile.pipeline.run import RunOptions, run_reconcile
 from reconcile.report.model import Report, new_run_id
 from reconcile.settings import Settings
 from reconcile.shard import Shard
@@ -91,8 +91,7 @@ def sync_tenant(settings: Settings, tenant_id: str, country: str | None, log: An
     if found is None:
         raise TenantNotFound(NOT_FOUND)
     hook = inbound_hook(settings, (country,)) if country else None
-    options = RunOptions(tenant_ids=(tenant_id,), hooks=(hook,) if hook else (), lock_mode=SINGLE_TENANTS,
-                         cancel=cancel)
+    options = RunOptions(tenant_ids=(tenant_id,), hooks=(hook,) if hook else (), cancel=cancel)
     report = run_reconcile(settings, options, log, report)
     if not report.completed:
         return SyncOutcome(report)

@@ -26,14 +26,21 @@ def temp_dir() -> str:
 
 
 @contextmanager
-def temp_space() -> Iterator[None]:
-    """Turn an OS error of temp-file I/O in the block into a TempSpaceError naming the directory."""
+def local_io(what: str, hint: str = "") -> Iterator[None]:
+    """Turn an OS error of local file I/O in the block into an expected failure (exit 7) naming
+    `what` (a directory, a file) and the OS error, never an internal error."""
     try:
         yield
     except OSError as exc:
         detail = exc.strerror or type(exc).__name__
-        raise TempSpaceError(f"temp directory {temp_dir()}: {detail} (set TMPDIR to a directory with "
-                             "room for the snapshots)") from exc
+        raise TempSpaceError(f"{what}: {detail}{f' ({hint})' if hint else ''}") from exc
+
+
+@contextmanager
+def temp_space() -> Iterator[None]:
+    """Turn an OS error of temp-file I/O in the block into a TempSpaceError naming the directory."""
+    with local_io(f"temp directory {temp_dir()}", "set TMPDIR to a directory with room for the snapshots"):
+        yield
 
 
 def temp_file(buffering: int = -1) -> IO[bytes]:

@@ -1,7 +1,7 @@
 """The `tenant-reconcile` command line: the group and every command, registered here statically.
 
-One module per command group (`reconcile`: run, plan; `single`: sync, status; `schedule`; `serve`;
-`dev`: init-db, demo); what they share is in `common`. Commands only parse, load settings, call
+One module per command group (`reconcile`: run, plan, show; `check`; `single`: sync, status;
+`schedule`; `serve`; `dev`: init-db, demo); what they share is in `common`. Commands only parse, load settings, call
 jobs.commands and shape the answer.
 """
 
@@ -11,9 +11,10 @@ import sys
 
 import click
 
+from jobs.cli.check import check
 from jobs.cli.common import EPILOG, fail
 from jobs.cli.dev import demo, init_db
-from jobs.cli.reconcile import plan, run
+from jobs.cli.reconcile import plan, run, show
 from jobs.cli.schedule import schedule
 from jobs.cli.serve import serve
 from jobs.cli.single import status, sync
@@ -33,7 +34,7 @@ def cli(config_file: str | None, log_format: str | None) -> None:
     prints one JSON report (event "reconcile.report") on stdout."""
 
 
-for _command in (run, plan, sync, status, schedule, serve, init_db, demo):
+for _command in (run, plan, show, check, sync, status, schedule, serve, init_db, demo):
     cli.add_command(_command)
 
 

@@ -36,12 +36,12 @@ from jobs.cli.common import (
 def schedule(ctx: click.Context, run_now: bool, report_file: str | None, interval_seconds: float | None,
              **flags: Any) -> None:
     """Run `run` on a cron schedule, one run at a time, until SIGTERM/SIGINT (then exit 0)."""
-    from jobs.commands import new_report, reconcile_once
+    from jobs.commands import RunRequest, new_report, reconcile_once
     from jobs.scheduler import ScheduledRuns
     from reconcile.report.logs import get_logger
 
     settings = load_with_databases(ctx, flags, report_file)
     runs = ScheduledRuns(settings, lambda cancel, run_id: reconcile_once(
-        settings, report_file=report_file, cancel=cancel, report=new_report(settings, False, run_id)),
+        settings, RunRequest(report_file=report_file), cancel=cancel, report=new_report(settings, False, run_id)),
         get_logger(component="schedule"), settings.schedule_stop_grace_s, interval_seconds)
     runs.serve(run_now)

@@ -50,9 +50,9 @@ class Held:
     probe_only: bool = False   # taken and released at once: only proves that nobody holds it
 
 
-def _needed(shard: Shard, sync: bool) -> list[Held]:
+def _needed(shard: Shard, single: bool) -> list[Held]:
     whole = lock_key(Shard())
-    if sync:
+    if single:
         return [Held(whole, True, "a whole run (0/1)"), Held(_key(_SINGLE_WRITERS), True),
                 Held(_key(_SHARD_RUNS), False, "a sharded run", probe_only=True)]
     if shard.whole:
@@ -67,7 +67,7 @@ def _needed(shard: Shard, sync: bool) -> list[Held]:
 SETTLE_S = 1.0
 
 
-def acquire(conn: sa.Connection, shard: Shard, wait_s: float = 0.0, sync: bool = False,
+def acquire(conn: sa.Connection, shard: Shard, wait_s: float = 0.0, single: bool = False,
             cancel: Any = None) -> list[Held]:
     """Take the run's locks or raise LockHeld (holding none, naming the holder); waits up to
     `wait_s` seconds in all (at least SETTLE_S), polling. `cancel` (a Cancellation) is checked
@@ -77,7 +77,7 @@ def acquire(conn: sa.Connection, shard: Shard, wait_s: float = 0.0, sync: bool =
     while True:
         if cancel is not None:
             cancel.check()
-        held, refused = _attempt(conn, _needed(shard, sync))
+        held, refused = _attempt(conn, _needed(shard, single))
         if refused is None:
             return held
         if time.monotonic() >= deadline:
@@ -151,13 +151,19 @@ def release(conn: sa.Connection, held: list[Held]) -> None:
         conn.exec_driver_sql(f"SELECT {unlock}(%s)", (lock.key,))
 
 
+# A restricted run takes one transaction lock per tenant up to this many tenants; beyond, it takes
+# the run lock exclusively instead (PostgreSQL's lock table holds max_locks_per_transaction x
+# max_connections entries, 6,400 by default, shared by every session).
+MAX_TENANT_LOCKS = 1000
+
+
 def tenant_keys(tenant_ids: tuple[str, ...]) -> list[int]:
-    """Transaction-lock keys serializing the writers of these tenants: one per id and one per slug
-    a create would take (two new ids `a_b` and `a-b` want the same slug), sorted."""
+    """Transaction-lock keys serializing the writers of these tenants, sorted: one per slug a create
+    would take. The slug is a function of the id, so one key serializes both the writers of one
+    tenant and those of two new ids wanting the same slug (`a_b` and `a-b`)."""
     from reconcile.mapping import slug_for
 
-    names = {f"tenant:{i}" for i in tenant_ids} | {f"slug:{slug_for(i)}" for i in tenant_ids}
-    return sorted({_key(name) for name in names})
+    return sorted({_key(f"slug:{slug_for(i)}") for i in tenant_ids})
 
 
 def _key(name: str) -> int:

@@ -45,16 +45,18 @@ def _tenants(n: int) -> str:
 
 
 def check(plan: Plan, *, max_archive: int, max_archive_ratio: float,
-          allow_empty_source: bool = False) -> GuardVerdict | None:
+          allow_empty_source: bool = False, restricted: bool = False) -> GuardVerdict | None:
     """None when the plan is safe to apply; otherwise why not, with the numbers that tripped it.
 
     Per run: a shard run is guarded on its own plan and its own slice of the marketplace (the
     Indexed Job manifest sets a per-shard max_archive for that reason). `allow_empty_source` lifts
-    the empty-snapshot rule only; the archive limits still apply to whatever that run would archive."""
+    the empty-snapshot rule only; the archive limits still apply to whatever that run would archive.
+    A run `restricted` to some tenants skips the empty-snapshot rule: its product side is legitimately
+    empty when every listed tenant was deleted (it is a rule about a wrong URL, seen on a whole table)."""
     archives = plan.count(ARCHIVE)
     figures = {"archives": archives, "max_archive": max_archive, "max_archive_ratio": max_archive_ratio,
                "source_tenants": plan.total, "target_tenants": plan.target_total}
-    if plan.total == 0 and plan.target_total > 0 and not allow_empty_source:
+    if plan.total == 0 and plan.target_total > 0 and not allow_empty_source and not restricted:
         return GuardVerdict("the product snapshot is empty while the marketplace has "
                             f"{_tenants(plan.target_total)}", figures, overridable_by_force=False)
     if archives > max_archive:

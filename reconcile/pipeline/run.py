@@ -22,9 +22,10 @@ from reconcile.db.urls import DatabaseUrl
 from reconcile.db.watchdog import PROBE_TIMEOUT_S, WatchedConnection
 from reconcile.errors import GuardTripped, LockHeld, ReconcileError
 from reconcile.hooks import AfterWrite, HookContext, PrepareContext
-from reconcile.pipeline import guard, stage, write
+from reconcile.pipeline import guard, planfile, stage, write
 from reconcile.pipeline.diff import UnsortedInput, diff
 from reconcile.pipeline.plan import Plan, build_plan
+from reconcile.pipeline.planfile import SavedPlan
 from reconcile.pipeline.snapshot import Snapshot, in_parallel, read_marketplace, read_product
 from reconcile.preflight import check_mapping_labels
 from reconcile.report.logs import log_internal_error
@@ -32,20 +33,25 @@ from reconcile.report.model import ABORTED, LOCKED, Report, new_run_id
 from reconcile.report.tally import Results, planned_counts, tally
 from reconcile.scope import Scope
 from reconcile.settings import Settings
-from reconcile.tempfiles import temp_space
-
-WHOLE_RUN = "run"          # a whole or shard run: the run lock exclusively (per shard)
-SINGLE_TENANTS = "single"  # sync and restricted runs: the run lock shared, plus per-tenant locks
+from reconcile.tempfiles import local_io, temp_space
 
 
 @dataclass(frozen=True)
 class RunOptions:
     dry_run: bool = False
     force: bool = False
-    tenant_ids: tuple[str, ...] | None = None  # restrict the run to these tenants (`sync`)
-    lock_mode: str = WHOLE_RUN
+    # Restrict the run to these tenants (`sync`, `--only`, an event batch). Such a run locks like a
+    # single-tenant writer: the run lock shared, and a transaction lock per tenant (up to
+    # lock.MAX_TENANT_LOCKS tenants; a longer list takes the run lock exclusively, as a whole run).
+    tenant_ids: tuple[str, ...] | None = None
     cancel: Cancellation | None = None  # lets a signal handler stop the run (rolled back)
     hooks: tuple[AfterWrite, ...] = ()
+    plan_out: str | None = None           # a dry run: also save the plan there (planfile)
+    saved_plan: SavedPlan | None = None   # apply exactly this saved plan instead of computing one
+
+    @property
+    def per_tenant_locks(self) -> bool:
+        return self.tenant_ids is not None and len(self.tenant_ids) <= lock.MAX_TENANT_LOCKS
 
 
 @dataclass
@@ -147,7 +153,7 @@ def _take_run_lock(run: RunContext) -> list[lock.Held]:
     assert run.market is not None
     with translate_db_errors("cannot take the run lock", run.market_db):
         held = lock.acquire(run.market, run.settings.shard, run.settings.wait_lock_s,
-                            sync=run.options.lock_mode == SINGLE_TENANTS, cancel=run.cancel)
+                            single=run.options.per_tenant_locks, cancel=run.cancel)
     run.log.info("lock.acquired", shard=run.settings.shard.label)
     return held
 
@@ -183,16 +189,32 @@ def _reconcile_in_transaction(run: RunContext) -> None:
     assert run.market is not None
     started = time.perf_counter()
     with _transaction(run.market) as market_tx:
-        if run.scope.ids is not None:
+        if run.options.per_tenant_locks and not run.options.dry_run:
             with translate_db_errors("waiting for another sync of the same tenants failed", run.market_db):
-                lock.lock_tenants(run.market, run.scope.ids)
-        plan = _snapshot_and_plan(run, started)
+                lock.lock_tenants(run.market, run.scope.ids or ())
+        saved = run.options.saved_plan
+        plan, stale = (_saved_plan(run, saved, started) if saved else (_snapshot_and_plan(run, started), {}))
         try:
             applied_at = time.perf_counter()
-            _stage_guard_write(run, market_tx, plan)
+            _stage_guard_write(run, market_tx, plan, stale)
             run.lap("apply", applied_at)
         finally:
             plan.close()
+
+
+def _saved_plan(run: RunContext, saved: SavedPlan, started: float) -> tuple[Plan, dict[str, str]]:
+    """A saved plan instead of a snapshot: its actions as they were planned, minus those the product
+    no longer backs (read now, in one statement)."""
+    assert run.product is not None
+    run.report.plan_file = {"path": saved.path, "sha256": saved.sha256, "created_at": saved.created_at}
+    with translate_db_errors("reading the product rows of the plan failed", run.product_db):
+        stale = planfile.stale_actions(run.product, saved, run.settings.mapping, run.scope)
+        run.product.rollback()
+    plan = saved.to_plan()
+    run.report.source["tenants"] = run.report.total = plan.total
+    run.report.target["tenants"] = plan.target_total
+    run.lap("diff", run.lap("snapshot", started))
+    return plan, stale
 
 
 def _snapshot_and_plan(run: RunContext, started: float) -> Plan:
@@ -242,10 +264,12 @@ def _cut(conn: sa.Connection, reason: str) -> Callable[[], None]:
     return stop
 
 
-def _stage_guard_write(run: RunContext, market_tx: sa.RootTransaction, plan: Plan) -> None:
+def _stage_guard_write(run: RunContext, market_tx: sa.RootTransaction, plan: Plan, stale: dict[str, str]) -> None:
     assert run.market is not None and run.product is not None
-    results = Results(plan, _stage(run, plan))
+    results = Results(plan, _stage(run, plan, stale))
     quietly(run.product.close)  # it has read all it had to: do not keep it idle through the writes
+    if run.options.plan_out:
+        _save_plan(run, results)
     _guard(run, results)
     with translate_db_errors("apply failed, transaction rolled back", run.market_db):
         run.cancel.check()
@@ -265,11 +289,23 @@ def _stage_guard_write(run: RunContext, market_tx: sa.RootTransaction, plan: Pla
             hook_result.after_commit()
 
 
-def _stage(run: RunContext, plan: Plan) -> stage.Staged:
+def _save_plan(run: RunContext, results: Results) -> None:
+    assert run.options.plan_out is not None
+    header = planfile.header(run.report.run_id, run.product_db.display, run.market_db.display,
+                             run.settings.shard.label, run.scope.ids, run.settings.mapping)
+    header["product"]["tenants"], header["marketplace"]["tenants"] = results.plan.total, results.plan.target_total
+    document = planfile.plan_document(results.plan, results.staged, header)
+    with local_io(f"saving the plan to {run.options.plan_out}"):
+        sha256 = planfile.write_plan_file(run.options.plan_out, document)
+    run.report.plan_file = {"path": run.options.plan_out, "sha256": sha256, "created_at": header["created_at"]}
+    run.log.info("plan.saved", path=run.options.plan_out, sha256=sha256, actions=len(document["actions"]))
+
+
+def _stage(run: RunContext, plan: Plan, stale: dict[str, str]) -> stage.Staged:
     assert run.market is not None and run.product is not None
     run.cancel.check()
     with translate_db_errors("staging the plan failed", run.market_db):
-        staged = stage.stage(run.market, plan)
+        staged = stage.stage(run.market, plan, stale)
     if not run.settings.shard.whole and staged.creates(plan):
         with translate_db_errors("checking slugs across shards failed", run.product_db):
             stage.cross_shard_slug_conflicts(run.product, run.market, staged, run.settings.mapping,
@@ -280,7 +316,7 @@ def _stage(run: RunContext, plan: Plan) -> stage.Staged:
 def _guard(run: RunContext, results: Results) -> None:
     settings = run.settings
     verdict = guard.check(results.plan, max_archive=settings.max_archive, max_archive_ratio=settings.max_archive_ratio,
-                          allow_empty_source=settings.allow_empty_source)
+                          allow_empty_source=settings.allow_empty_source, restricted=run.scope.ids is not None)
     if verdict is None:
         return
     if verdict.blocks(force=run.options.force):

@@ -21,11 +21,13 @@ from reconcile.mapping import ARCHIVED_MARK, SLUG_CONFLICT, Mapping, slug_for
 from reconcile.pipeline.plan import Plan
 from reconcile.shard import Shard
 
-# Slugs a create cannot take: held by an existing marketplace tenant, or produced by an earlier
-# create in the same plan (the bytewise-smallest id keeps it).
+# Slugs a create cannot take: held by another marketplace tenant, or produced by an earlier create
+# in the same plan (the bytewise-smallest id keeps it). A tenant holding its own slug appeared
+# since the snapshot (or a saved plan was made): its create is a conflict, found by the insert.
 _SLUG_CONFLICTS = """
 WITH bad AS (
-    SELECT c.id, c.slug, t.id AS holder, true AS existing FROM rc_create c JOIN "Tenant" t ON t.slug = c.slug
+    SELECT c.id, c.slug, t.id AS holder, true AS existing
+    FROM rc_create c JOIN "Tenant" t ON t.slug = c.slug AND t.id <> c.id
     UNION ALL
     SELECT id, slug, first_id, false FROM (
         SELECT id, slug, min(id COLLATE "C") OVER (PARTITION BY slug) AS first_id FROM rc_create
@@ -37,11 +39,18 @@ SELECT DISTINCT ON (id) id, slug, holder, existing FROM bad ORDER BY id, existin
 """
 
 
+# The conflict of a saved plan's write that the product no longer backs.
+STALE_PLAN = "stale_plan"
+
+
 @dataclass
 class Staged:
-    """What staging found: the planned creates that are row errors instead (id -> (error, detail))."""
+    """What staging found: the planned creates that are row errors instead (id -> (error, detail)),
+    and, when a saved plan is applied, the planned writes that went stale (id -> why): those are
+    conflicts, left for the next run."""
 
     rejected: dict[str, tuple[str, str]] = field(default_factory=dict)
+    stale: dict[str, str] = field(default_factory=dict)
 
     def creates(self, plan: Plan) -> int:
         """Creates that will be attempted."""
@@ -82,9 +91,10 @@ class StagedTables:
             yield copytext.encode(tenant_id)
 
 
-def stage(conn: sa.Connection, plan: Plan) -> Staged:
-    """Load the plan's write kinds into session temp tables; slug conflicts become row errors."""
-    staged = Staged()
+def stage(conn: sa.Connection, plan: Plan, stale: dict[str, str] | None = None) -> Staged:
+    """Load the plan's write kinds into session temp tables; slug conflicts become row errors, and
+    the `stale` ids (a saved plan's writes the product no longer backs) are taken out."""
+    staged = Staged(stale=dict(stale or {}))
     for kind in WRITES:
         conn.exec_driver_sql(f"CREATE TEMP TABLE {kind.table} ({kind.columns_sql()}) ON COMMIT DROP")
         if plan.count(kind):
@@ -95,6 +105,9 @@ def stage(conn: sa.Connection, plan: Plan) -> Staged:
             detail = (f"slug {slug!r} is already used by marketplace tenant {holder!r}" if existing
                       else f"slug {slug!r} is also the slug of {holder!r}, created in this run")
             staged.reject(tenant_id, SLUG_CONFLICT, detail)
+    if staged.stale:
+        for kind in WRITES:
+            conn.exec_driver_sql(f"DELETE FROM {kind.table} WHERE id = ANY(%(ids)s)", {"ids": list(staged.stale)})
     return staged
 
 

@@ -38,16 +38,15 @@ def write_report_file(report: Report, path: str | os.PathLike[str], log: Any) ->
         log.error("report.file_failed", path=str(target), error=exc.strerror or str(exc))
 
 
-def check_report_path(path: str | os.PathLike[str]) -> None:
-    """Before the run, so a bad --report-file is a configuration error (exit 2), not a report
-    lost after the work is done. Creates missing parent directories, as the write would."""
+def check_report_path(path: str | os.PathLike[str], flag: str = "--report-file") -> None:
+    """Before the run, so a bad --report-file (or `plan --out`) is a configuration error (exit 2),
+    not a file lost after the work is done. Creates missing parent directories, as the write would."""
     target = Path(path)
     if target.is_dir():
-        raise ConfigError(f"--report-file {str(target)!r} is a directory")
+        raise ConfigError(f"{flag} {str(target)!r} is a directory")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"--report-file {str(target)!r}: cannot create its directory "
-                          f"({exc.strerror or exc})") from None
+        raise ConfigError(f"{flag} {str(target)!r}: cannot create its directory ({exc.strerror or exc})") from None
     if not os.access(target.parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"--report-file {str(target)!r}: directory {str(target.parent)!r} is not writable")
+        raise ConfigError(f"{flag} {str(target)!r}: directory {str(target.parent)!r} is not writable")

@@ -64,10 +64,11 @@ class Report:
     guard: dict[str, Any] | None = None   # an aborted run: the figures that tripped the guard
     planned: dict[str, int] | None = None  # an aborted run: what it would have done
     lock_holder: dict[str, Any] | None = None  # a locked run: who holds the lock
+    plan_file: dict[str, Any] | None = None    # the saved plan written (plan --out) or applied (run --plan)
     hook_summaries: dict[str, Any] = field(default_factory=dict)  # each hook's summary, under its name
     emitted: bool = False
 
-    _OPTIONAL = ("guard", "planned", "lock_holder", "error")
+    _OPTIONAL = ("guard", "planned", "lock_holder", "plan_file", "error")
 
     def __post_init__(self) -> None:
         for key in LIST_KEYS:

@@ -25,7 +25,7 @@ from reconcile.actions import (
 )
 from reconcile.hooks import HookResult
 from reconcile.pipeline.plan import Plan
-from reconcile.pipeline.stage import Staged
+from reconcile.pipeline.stage import STALE_PLAN, Staged
 from reconcile.pipeline.write import Outcome
 from reconcile.report.model import PARTIAL, Report
 
@@ -53,7 +53,7 @@ def tally(report: Report, results: Results, log: Any) -> None:
             report.lists[kind.counted_as].add(kind.entry(row))
         report.counts[kind.counted_as] = results.plan.count(kind)
     report.counts[UNCHANGED.counted_as] = results.plan.unchanged
-    report.counts[CONFLICTS] = results.outcome.count if results.outcome else 0
+    report.counts[CONFLICTS] = (results.outcome.count if results.outcome else 0) + len(results.staged.stale)
     for hook in results.hooks:
         _tally_hook(report, hook, log)
     report.total = results.plan.total
@@ -67,6 +67,11 @@ def _tally_writes(report: Report, kind: Kind, results: Results, log: Any, applie
         tenant_id = kind.tenant_id(row)
         if kind is CREATE and tenant_id in results.staged.rejected:
             continue  # a row error now, tallied with the others
+        if tenant_id in results.staged.stale:
+            report.lists[CONFLICTS].add(tenant_id)
+            log.warning("tenant.conflict", tenant_id=tenant_id, action=kind.name, conflict=STALE_PLAN,
+                        detail=results.staged.stale[tenant_id])
+            continue
         if results.outcome is not None and results.outcome.lost(kind, tenant_id):
             report.lists[CONFLICTS].add(tenant_id)
             log.warning("tenant.conflict", tenant_id=tenant_id, action=kind.name,
