@@ -1,6 +1,6 @@
 """What every command of the CLI shares: its options, how settings are loaded (a bad one is exit 2
 in one line), how expected failures become one stderr line and their exit code, and how a command
-ends. stdout carries JSON lines only."""
+ends. stdout carries JSON lines only (or, with `--log-format console`, a rendering for people)."""
 
 from __future__ import annotations
 
@@ -151,6 +151,19 @@ def print_json(body: dict[str, Any]) -> None:
 
     out = stdout_bytes()
     out.write(orjson.dumps(body) + b"\n")
+    out.flush()
+
+
+def print_answer(body: dict[str, Any], log_format: str, render: Callable[[dict[str, Any]], str]) -> None:
+    """A command's final answer: one JSON line, or for `--log-format console` the block `render`
+    makes of it (EPIPE-safe, like the events)."""
+    if log_format != "console":
+        print_json(body)
+        return
+    from reconcile.report.logs import stdout_text
+
+    out = stdout_text()
+    out.write(render(body) + "\n")
     out.flush()
 
 

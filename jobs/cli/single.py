@@ -14,7 +14,7 @@ from jobs.cli.common import (
     expected_errors,
     fail,
     load_with_databases,
-    print_json,
+    print_answer,
     settings_options,
 )
 from reconcile.ids import tenant_id_problem
@@ -49,11 +49,13 @@ def sync(ctx: click.Context, tenant_id: str, country: str, no_inbound: bool, **f
     """Reconcile one tenant (create, update or archive) and ensure its inbound address.
 
     Prints {"success","tenant","inboundAddress"} as the last stdout line, after the usual events and
-    report. Exit 4 when the tenant is not in the product DB; exit 2 when TENANT_ID is blank, longer
-    than 128 characters, or holds a NUL or bytes that are not UTF-8."""
+    report (with --log-format console, as a short block instead). Exit 4 when the tenant is not in
+    the product DB; exit 2 when TENANT_ID is blank, longer than 128 characters, or holds a NUL or
+    bytes that are not UTF-8."""
     from jobs.answers import not_found, sync_answer
     from jobs.commands import sync_until_stopped
     from reconcile.errors import TenantNotFound
+    from reconcile.report.console import render_sync
 
     _check_tenant_id(tenant_id)
     settings = load_with_databases(ctx, flags)
@@ -61,9 +63,9 @@ def sync(ctx: click.Context, tenant_id: str, country: str, no_inbound: bool, **f
     try:
         outcome = sync_until_stopped(settings, tenant_id, code)
     except TenantNotFound:
-        print_json(not_found())
+        print_answer(not_found(), settings.log_format, render_sync)
         sys.exit(TenantNotFound.exit_code)
-    print_json(sync_answer(outcome))
+    print_answer(sync_answer(outcome), settings.log_format, render_sync)
     sys.exit(outcome.exit_code)
 
 
@@ -75,14 +77,16 @@ def sync(ctx: click.Context, tenant_id: str, country: str, no_inbound: bool, **f
 def status(ctx: click.Context, tenant_id: str, **flags: Any) -> None:
     """Show one tenant in both databases, whether they are in sync, and how they differ.
 
-    Read-only, takes no lock. Exit 0, or 4 when the tenant is in neither database; exit 2 when
-    TENANT_ID cannot be a tenant id (as for sync)."""
+    Prints the status JSON (with --log-format console, as tables). Read-only, takes no lock. Exit 0,
+    or 4 when the tenant is in neither database; exit 2 when TENANT_ID cannot be a tenant id (as for
+    sync)."""
     from jobs.answers import status_answer
     from jobs.commands import status as tenant_status
     from reconcile.errors import TenantNotFound
+    from reconcile.report.console import render_status
 
     _check_tenant_id(tenant_id)
     settings = load_with_databases(ctx, flags)
     found = tenant_status(settings, tenant_id)
-    print_json(status_answer(found))
+    print_answer(status_answer(found), settings.log_format, render_status)
     sys.exit(0 if found.found else TenantNotFound.exit_code)

@@ -1,4 +1,5 @@
-"""structlog set-up: JSON lines on stdout (orjson), or a console rendering, or ECS field names.
+"""structlog set-up: JSON lines on stdout (orjson), or a rendering for people at a terminal
+(reconcile.report.console), or ECS field names.
 
 Context such as `run_id` is bound once on the logger; rendering happens only at the edge.
 """
@@ -18,6 +19,8 @@ from typing import IO, Any
 
 import orjson
 import structlog
+
+from reconcile.report.console import ConsoleRenderer, use_colors
 
 ECS_VERSION = "8.11.0"
 
@@ -169,7 +172,7 @@ def configure_logging(fmt: str = "json", stream: IO[str] | None = None, level: i
     shared: list[Any] = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
                          _timestamp, _safe_exc_info]
     if fmt == "console":
-        renderer: Any = structlog.dev.ConsoleRenderer(colors=stream.isatty(), sort_keys=False)
+        renderer: Any = ConsoleRenderer(colors=use_colors(stream))
         factory: Any = structlog.PrintLoggerFactory(file=stream)
         processors = [*shared, renderer]
     else:
@@ -195,7 +198,7 @@ def configure_logging(fmt: str = "json", stream: IO[str] | None = None, level: i
 
 
 def _route_stdlib(stream: IO[str], fmt: str) -> None:
-    """Libraries log through stdlib logging; render their warnings as the same JSON lines."""
+    """Libraries log through stdlib logging; render their warnings in the same format as our events."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_tenant_reconcile", False):
@@ -203,7 +206,7 @@ def _route_stdlib(stream: IO[str], fmt: str) -> None:
     handler = logging.StreamHandler(stream)
     handler._tenant_reconcile = True  # type: ignore[attr-defined]
     if fmt == "console":
-        final: Any = structlog.dev.ConsoleRenderer(colors=False)
+        final: Any = ConsoleRenderer(colors=use_colors(stream))
     else:
         final = structlog.processors.JSONRenderer(serializer=lambda obj, **kw: _orjson_dumps(obj).decode())
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(
