@@ -5,8 +5,8 @@ parse their input, call these, and shape the answer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from jobs.process import run_until_stopped
 from reconcile.db.cancel import Cancellation
@@ -22,6 +22,9 @@ from reconcile.report.model import Report, new_run_id
 from reconcile.settings import Settings
 from reconcile.single import SyncOutcome, TenantStatus, sync_tenant, tenant_status
 
+if TYPE_CHECKING:
+    from jobs.scheduler import ScheduledRuns
+
 
 def hooks_for(settings: Settings, countries: tuple[str, ...] | None = None) -> tuple[AfterWrite, ...]:
     """The hooks a run gets from its settings: the inbound addresses when countries are set."""
@@ -29,9 +32,9 @@ def hooks_for(settings: Settings, countries: tuple[str, ...] | None = None) -> t
     return (hook,) if hook is not None else ()
 
 
-def new_report(settings: Settings, dry_run: bool, run_id: str | None = None) -> Report:
+def new_report(settings: Settings, dry_run: bool, run_id: str | None = None, trigger: str = "manual") -> Report:
     return Report(run_id=run_id or new_run_id(), mode="dry-run" if dry_run else "apply", shard=settings.shard.label,
-                  id_limit=settings.report_id_limit)
+                  id_limit=settings.report_id_limit, trigger=trigger)
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,19 @@ def reconcile_once(settings: Settings, request: RunRequest = RunRequest(), *, ca
     if settings.pushgateway and not request.dry_run:
         push_report(settings.pushgateway, report, log)
     return report
+
+
+BATCH_WAIT_LOCK_S = 5.0  # an event batch waits this long for a full run's lock, then is retried later
+
+
+def reconcile_event_batch(settings: Settings, ids: tuple[str, ...], source: str, cancel: Cancellation) -> Report:
+    """One batch of `schedule --listen`: `run --only` with the batch's ids (every rule of a full run,
+    per-tenant locks), its report marked `"trigger": "event"` and the sources. Never pushed to a
+    Pushgateway (several a second would only overwrite the night's figures)."""
+    report = new_report(settings, False, trigger="event")
+    report.event_source = source
+    batch_settings = replace(settings, pushgateway=None, wait_lock_s=max(settings.wait_lock_s, BATCH_WAIT_LOCK_S))
+    return reconcile_once(batch_settings, RunRequest(only=ids), cancel=cancel, report=report)
 
 
 def reconcile_until_stopped(settings: Settings, request: RunRequest) -> Report:
@@ -98,3 +114,24 @@ def sync_until_stopped(settings: Settings, tenant_id: str, country: str | None) 
 def status(settings: Settings, tenant_id: str) -> TenantStatus:
     """`status TENANT_ID`: read-only, no lock."""
     return tenant_status(settings, tenant_id)
+
+
+def scheduled_runs(settings: Settings, report_file: str | None, interval_s: float | None = None) -> ScheduledRuns:
+    """`schedule`: the cron's full runs and, with `settings.listen`, the event listener, sharing one
+    run slot and one stop."""
+    from jobs.events.listener import Listener
+    from jobs.scheduler import ScheduledRuns
+
+    def full_run(trigger: str, cancel: Cancellation, run_id: str | None = None) -> Report:
+        return reconcile_once(settings, RunRequest(report_file=report_file), cancel=cancel,
+                              report=new_report(settings, False, run_id, trigger=trigger))
+
+    listener = None
+    if settings.listen:
+        if "redis" in settings.listen:
+            settings.require_redis()
+        listener = Listener(settings, get_logger(), lambda batch, cancel: reconcile_event_batch(
+            settings, batch.ids, batch.source, cancel), full_run)
+    return ScheduledRuns(settings, lambda cancel, run_id: full_run("schedule", cancel, run_id),
+                         get_logger(component="schedule"), settings.schedule_stop_grace_s, interval_s,
+                         listener=listener)

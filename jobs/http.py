@@ -185,10 +185,11 @@ class Api:
         from starlette.responses import JSONResponse
 
         from jobs.answers import sync_all_answer
-        from jobs.commands import reconcile_once
+        from jobs.commands import RunRequest, new_report, reconcile_once
         from reconcile.single import unchanged_ids
 
-        report = await run_in_threadpool(reconcile_once, self.settings)
+        report = await run_in_threadpool(reconcile_once, self.settings, RunRequest(),
+                                         report=new_report(self.settings, False, trigger="http"))
         if not report.completed:
             return self.error(STATUS_HTTP[report.status], report.error or report.status)
         unchanged = await run_in_threadpool(unchanged_ids, self.settings, report)

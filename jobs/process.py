@@ -140,3 +140,58 @@ def _give_up(reason: str, bound_s: float, on_overdue: Callable[[str], None] | No
         sys.stderr.flush()
     finally:
         os._exit(OVERDUE_EXIT)
+
+
+CANCELLED_RUN_BOUND_S = 10.0
+
+
+class RunSlot:
+    """One run at a time in a long-running process: the cron's full runs and the event batches of
+    `schedule --listen` take turns here (a full run excludes batches, a batch waits for a full run;
+    across processes the run lock does the same). `finish` is the one way a stop ends the run in
+    progress: its grace time, then its statements cancelled so its transaction rolls back."""
+
+    def __init__(self, stopping: Callable[[], bool], log: Any) -> None:
+        self._stopping = stopping
+        self._log = log
+        self._running: Cancellation | None = None
+        self._idle = threading.Condition()
+
+    def run(self, work: Callable[[Cancellation], T]) -> T | None:
+        """`work(cancel)` once the slot is free; None, without running it, when a stop comes first."""
+        with self._idle:
+            while self._running is not None and not self._stopping():
+                self._idle.wait(0.2)
+            if self._stopping():
+                return None
+            cancel = self._running = Cancellation()
+        try:
+            return work(cancel)
+        finally:
+            with self._idle:
+                self._running = None
+                self._idle.notify_all()
+
+    @property
+    def busy(self) -> bool:
+        return self._running is not None
+
+    def finish(self, reason: str, grace_s: float) -> None:
+        """After a stop: let the run in progress end within `grace_s`, else cancel it; never wait
+        for ever (a cancelled run ends within a few seconds, its calls are cut)."""
+        with self._idle:
+            if self._running is None:
+                return
+            deadline = time.monotonic() + grace_s
+            while self._running is not None and time.monotonic() < deadline:
+                self._idle.wait(min(0.2, max(deadline - time.monotonic(), 0.0)))
+            if self._running is not None:
+                self._log.warning("schedule.cancelling_run", detail=f"still running after {grace_s:g}s; "
+                                  "its transaction is rolled back")
+                self._running.cancel(f"{reason}, grace period over")
+            deadline = time.monotonic() + CANCELLED_RUN_BOUND_S
+            while self._running is not None and time.monotonic() < deadline:
+                self._idle.wait(0.2)
+            if self._running is not None:
+                self._log.error("schedule.run_abandoned", detail=f"the cancelled run did not end within "
+                                f"{CANCELLED_RUN_BOUND_S:g}s; exiting without it (nothing it did is committed)")

@@ -10,20 +10,17 @@ handler.
 from __future__ import annotations
 
 import re
-import threading
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from jobs.process import StopSignal
+from jobs.process import RunSlot, StopSignal
 from reconcile.db.cancel import Cancellation
 from reconcile.errors import ConfigError
 from reconcile.report.model import Report, new_run_id
 from reconcile.settings import Settings
 
-CANCELLED_RUN_BOUND_S = 10.0
 _DOW_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
 _DOW_ITEM = re.compile(r"^(?P<base>\*|[a-z0-9]+(?:-[a-z0-9]+)?)(?:/(?P<step>\d+))?$")
 
@@ -107,7 +104,8 @@ class ScheduledRuns:
     """Owns the scheduler, the run in progress and the shutdown sequence."""
 
     def __init__(self, settings: Settings, run_once: Callable[[Cancellation, str], Report], log: Any,
-                 stop_grace_s: float, interval_s: float | None = None, stop: StopSignal | None = None) -> None:
+                 stop_grace_s: float, interval_s: float | None = None, stop: StopSignal | None = None,
+                 slot: RunSlot | None = None, listener: Any = None) -> None:
         self._stop = stop or StopSignal().install()  # the caller may have installed one earlier still
         from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -123,22 +121,11 @@ class ScheduledRuns:
             self.trigger = IntervalTrigger(seconds=interval_s, timezone=self.timezone)
         # In its own thread: the main thread stays free to wait for the stop and carry it out.
         self.scheduler = BackgroundScheduler(timezone=self.timezone)
-        self._running: Cancellation | None = None
-        self._idle = threading.Condition()
+        self.slot = slot or RunSlot(lambda: self._stop.requested, log)
+        self.listener = listener
 
     def _job(self) -> None:
-        run_id = new_run_id()
-        cancel = Cancellation()
-        with self._idle:
-            if self._stop.requested:
-                return
-            self._running = cancel
-        try:
-            self._run_once(cancel, run_id)
-        finally:
-            with self._idle:
-                self._running = None
-                self._idle.notify_all()
+        self.slot.run(lambda cancel: self._run_once(cancel, new_run_id()))
 
     def _on_event(self, event: Any) -> None:
         from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED
@@ -155,25 +142,6 @@ class ScheduledRuns:
             job = self.scheduler.get_job("reconcile")
             if job is not None and job.next_run_time is not None:
                 self.log.info("schedule.next", next_run=job.next_run_time.isoformat())
-
-    def wait_for_run(self, reason: str) -> None:
-        with self._idle:
-            if self._running is None:
-                return
-            deadline = time.monotonic() + self.stop_grace_s
-            while self._running is not None and time.monotonic() < deadline:
-                self._idle.wait(min(0.2, max(deadline - time.monotonic(), 0.0)))
-            if self._running is not None:
-                self.log.warning("schedule.cancelling_run", detail=f"still running after {self.stop_grace_s:g}s; "
-                                 "its transaction is rolled back")
-                self._running.cancel(f"{reason}, grace period over")
-            # A cancelled run ends within a few seconds (its calls are cut); never wait for ever.
-            deadline = time.monotonic() + CANCELLED_RUN_BOUND_S
-            while self._running is not None and time.monotonic() < deadline:
-                self._idle.wait(0.2)
-            if self._running is not None:
-                self.log.error("schedule.run_abandoned", detail=f"the cancelled run did not end within "
-                               f"{CANCELLED_RUN_BOUND_S:g}s; exiting without it (nothing it did is committed)")
 
     def serve(self, run_now: bool) -> None:
         """Until SIGTERM/SIGINT: no new runs then; let the current one finish, or cancel it."""
@@ -198,12 +166,16 @@ class ScheduledRuns:
                           next_run=next_run.isoformat() if next_run is not None else None)
             if not self._stop.requested:  # a stop before this point: never start at all
                 self.scheduler.start()
+                if self.listener is not None:
+                    self.listener.start(self.slot, lambda: self._stop.requested)
             self._stop.wait()
             reason = self._stop.name
             self.log.info("schedule.stopping", reason=reason, grace_s=self.stop_grace_s)
             if self.scheduler.running:
                 self.scheduler.shutdown(wait=False)
-            self.wait_for_run(reason)
+            self.slot.finish(reason, self.stop_grace_s)
+            if self.listener is not None:
+                self.listener.join()
             self.log.info("schedule.stopped", reason=reason)
         finally:
             self._stop.close()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from reconcile.db.urls import DatabaseUrl
+from reconcile.db.urls import DatabaseUrl, RedisUrl
 from reconcile.errors import ConfigError
 from reconcile.mapping import Mapping
 from reconcile.metrics import PushgatewayUrl
@@ -28,6 +28,9 @@ from reconcile.shard import Shard
 
 LOG_FORMATS = ("json", "console", "ecs")
 ORPHAN_MODES = ("report", "archive")
+EVENT_SOURCES = ("pg", "redis", "poll")  # `schedule --listen`: see jobs.events.sources
+DEFAULT_REDIS_CHANNEL = "keybuzz:tenant.changed"
+ENV_REDIS_URL = "REDIS_URL"
 COUNTRY_RE = re.compile(r"^[A-Z]{2}$")
 
 ENV_PRODUCT_URL = "PRODUCT_DATABASE_URL"
@@ -67,6 +70,10 @@ class Settings:
     schedule_grace_s: int = 3600
     schedule_stop_grace_s: float = 5.0
     pushgateway: PushgatewayUrl | None = None
+    listen: tuple[str, ...] = ()  # event sources of `schedule --listen`, in EVENT_SOURCES
+    poll_interval_s: float = 5.0
+    redis_url: RedisUrl | None = None
+    redis_channel: str = DEFAULT_REDIS_CHANNEL
     shard: Shard = field(default_factory=Shard)
     mapping: Mapping = field(default_factory=Mapping)
     config_file: str | None = None
@@ -82,6 +89,12 @@ class Settings:
             raise ConfigError(_missing_url(ENV_MARKETPLACE_URL, self.url_flags[1], "marketplace_url",
                                            ENV_MARKETPLACE_FALLBACK))
         return self.marketplace_url
+
+    def require_redis(self) -> RedisUrl:
+        if self.redis_url is None:
+            raise ConfigError(f"{ENV_REDIS_URL} is not set: the redis event source needs it (or {ENV_REDIS_URL}_FILE, "
+                              "--redis-url, or listen.redis_url in the config file)")
+        return self.redis_url
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
@@ -182,6 +195,20 @@ def parse_skip_ids(value: Any, where: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(tenant_id for tenant_id in (item.strip() for item in items) if tenant_id))
 
 
+def parse_sources(value: Any, where: str) -> tuple[str, ...]:
+    """`pg,redis` or a TOML list: known sources, each once, in the order given."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    sources: list[str] = []
+    for item in items:
+        name = str(item).strip().lower()
+        if name and name not in EVENT_SOURCES:
+            raise ConfigError(f"{where}: unknown event source {str(item).strip()!r} "
+                              f"(expected {', '.join(EVENT_SOURCES)})")
+        if name and name not in sources:
+            sources.append(name)
+    return tuple(sources)
+
+
 def _flag_bool(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{where} takes no value")
@@ -226,6 +253,10 @@ _SPECS = (
     _Spec("schedule_grace_s", "schedule.misfire_grace_s", _int(1), "RECONCILE_MISFIRE_GRACE"),
     _Spec("schedule_stop_grace_s", "schedule.stop_grace_s", _float(0.0), "RECONCILE_STOP_GRACE", "--stop-grace"),
     _Spec("pushgateway", "metrics.pushgateway", PushgatewayUrl.parse, "RECONCILE_PUSHGATEWAY_URL"),
+    _Spec("listen", "listen.sources", parse_sources, "RECONCILE_LISTEN"),
+    _Spec("poll_interval_s", "listen.poll_interval_s", _float(0.0, above_minimum=True), "RECONCILE_POLL_INTERVAL",
+          "--poll-interval"),
+    _Spec("redis_channel", "listen.redis_channel", _text, "RECONCILE_REDIS_CHANNEL"),
 )
 # (attribute, config key, environment variable, fallback variable)
 _URL_SPECS = (("product_url", "database.product_url", ENV_PRODUCT_URL, None),
@@ -239,6 +270,7 @@ _TABLES = {
     "inbound": {"countries", "domain"},
     "schedule": {"cron", "timezone", "misfire_grace_s", "stop_grace_s"},
     "metrics": {"pushgateway"},
+    "listen": {"sources", "poll_interval_s", "redis_url", "redis_channel"},
     "mapping": None,  # checked by Mapping.from_config
 }
 
@@ -334,6 +366,23 @@ def _resolve_url(sources: _Sources, spec: tuple[str, str, str, str | None],
     return None
 
 
+def _resolve_redis(sources: _Sources) -> RedisUrl | None:
+    """REDIS_URL by the same rule: --redis-url > REDIS_URL or REDIS_URL_FILE > listen.redis_url."""
+    flag = sources.flags.get("redis_url")
+    if flag is not None:
+        return RedisUrl.parse(str(flag), "--redis-url")
+    found = read_variable(sources.env, ENV_REDIS_URL)
+    if found is not None:
+        return RedisUrl.parse(*found)
+    raw = _lookup(sources.data, "listen.redis_url")
+    if raw is None:
+        return None
+    where = f"{sources.file_where}: listen.redis_url"
+    if not isinstance(raw, str):
+        raise ConfigError(f"{where} must be a string")
+    return RedisUrl.parse(raw, where)
+
+
 def _refuse_fallback_to_the_product(values: MappingABC[str, Any]) -> None:
     """DATABASE_URL is some application's own database: in a pod of the product application it is
     the product database, and the run must not take it for the marketplace."""
@@ -377,6 +426,9 @@ def load_settings(
             attr = spec[0]
             values[attr], values[attr.replace("_url", "_from")] = resolved
     _refuse_fallback_to_the_product(values)
+    redis_url = _resolve_redis(sources)
+    if redis_url is not None:
+        values["redis_url"] = redis_url
 
     if "mapping" in data:
         values["mapping"] = Mapping.from_config(data["mapping"], f"{file_where}: mapping")

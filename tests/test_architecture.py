@@ -17,7 +17,7 @@ from jobs.cli import cli
 # reconcile.testing, which holds the embedded server, the schemas' DDL and the demo's data.
 PRODUCTION = ("jobs.cli.reconcile", "jobs.cli.single", "jobs.cli.schedule", "jobs.cli.serve", "jobs.cli.check",
               "jobs.commands", "jobs.http", "jobs.scheduler", "jobs.process", "jobs.answers", "jobs.plans",
-              "jobs.checks")
+              "jobs.checks", "jobs.cli.trigger", "jobs.events.listener", "jobs.events.sources", "jobs.events.queue")
 # The program's entry (its command group holds the dev commands, which import it lazily) and the dev
 # commands themselves.
 MAY_USE_TESTING = {"jobs", "jobs.__main__", "jobs.cli", "jobs.cli.dev", "jobs.demo"}
@@ -64,12 +64,13 @@ def _help_of(*args: str) -> str:
 
 
 def test_every_command_is_registered_statically():
-    assert set(cli.commands) == {"run", "plan", "show", "check", "sync", "status", "schedule", "serve", "init-db",
-                                 "demo"}
+    assert set(cli.commands) == {"run", "plan", "show", "check", "sync", "status", "schedule", "serve",
+                                 "install-trigger", "init-db", "demo"}
 
 
 @pytest.mark.parametrize("command", [(), *[(name,) for name in ("run", "plan", "show", "check", "sync", "status",
-                                                                  "schedule", "serve", "init-db", "demo")]])
+                                                                  "schedule", "serve", "install-trigger",
+                                                                  "init-db", "demo")]])
 def test_no_help_text_cites_a_document_users_do_not_have(command):
     text = _help_of(*command)
     assert not PRIVATE_REFERENCE.search(text), PRIVATE_REFERENCE.search(text)

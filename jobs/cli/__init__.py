@@ -1,8 +1,8 @@
 """The `tenant-reconcile` command line: the group and every command, registered here statically.
 
 One module per command group (`reconcile`: run, plan, show; `check`; `single`: sync, status;
-`schedule`; `serve`; `dev`: init-db, demo); what they share is in `common`. Commands only parse, load settings, call
-jobs.commands and shape the answer.
+`schedule`; `serve`; `trigger`: install-trigger; `dev`: init-db, demo); what they share is in
+`common`. Commands only parse, load settings, call jobs.commands and shape the answer.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from jobs.cli.reconcile import plan, run, show
 from jobs.cli.schedule import schedule
 from jobs.cli.serve import serve
 from jobs.cli.single import status, sync
+from jobs.cli.trigger import install_trigger
 from reconcile.settings import LOG_FORMATS
 
 
@@ -34,7 +35,7 @@ def cli(config_file: str | None, log_format: str | None) -> None:
     prints one JSON report (event "reconcile.report") on stdout."""
 
 
-for _command in (run, plan, show, check, sync, status, schedule, serve, init_db, demo):
+for _command in (run, plan, show, check, sync, status, schedule, serve, install_trigger, init_db, demo):
     cli.add_command(_command)
 
 

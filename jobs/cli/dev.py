@@ -18,18 +18,25 @@ from reconcile.settings import LOG_FORMATS
               help="Product DB URL (default: $PRODUCT_DATABASE_URL).")
 @click.option("--marketplace", "--marketplace-url", "marketplace", default=None, metavar="URL",
               help="Marketplace DB URL (default: $MARKETPLACE_DATABASE_URL, else $DATABASE_URL).")
+@click.option("--with-trigger", is_flag=True,
+              help="Also install the product trigger of `schedule --listen pg` (as install-trigger does).")
 @CONFIG_OPTION
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default=None)
 @click.pass_context
 @expected_errors
-def init_db(ctx: click.Context, product: str | None, marketplace: str | None, **flags: Any) -> None:
+def init_db(ctx: click.Context, product: str | None, marketplace: str | None, with_trigger: bool,
+            **flags: Any) -> None:
     """Create the databases and the product and marketplace schemas if absent (dev, test and demo only)."""
     from reconcile.report.logs import get_logger
     from reconcile.testing.schema import init_databases
+    from reconcile.trigger import install_trigger
 
     settings = load(ctx, {**flags, "product_url": product, "marketplace_url": marketplace},
                     url_flags=("--product", "--marketplace"))
-    init_databases(settings.require_product(), settings.require_marketplace(), get_logger())
+    log = get_logger()
+    init_databases(settings.require_product(), settings.require_marketplace(), log)
+    if with_trigger:
+        install_trigger(settings.require_product(), log)
 
 
 @click.command(epilog=EPILOG)

@@ -1,4 +1,4 @@
-"""`schedule`: the long-running process that runs `run` on a cron."""
+"""`schedule`: the long-running process that runs `run` on a cron and, with `--listen`, event batches."""
 
 from __future__ import annotations
 
@@ -11,8 +11,24 @@ from jobs.cli.common import (
     PUSHGATEWAY_OPTION,
     expected_errors,
     load_with_databases,
+    options,
     reconcile_options,
     settings_options,
+)
+from reconcile.settings import DEFAULT_REDIS_CHANNEL, EVENT_SOURCES
+
+listen_options = options(
+    click.option("--listen", default=None, metavar="SOURCE,..",
+                 help="Also sync each changed tenant within about a second, on events from "
+                      f"{', '.join(EVENT_SOURCES)}: pg = LISTEN tenant_changed on the product DB (see "
+                      "install-trigger), redis = a Pub/Sub channel, poll = updated_at every "
+                      "--poll-interval (default: $RECONCILE_LISTEN; off)."),
+    click.option("--poll-interval", "poll_interval_s", type=float, default=None, metavar="SECONDS",
+                 help="The poll source reads updated_at this often (default 5)."),
+    click.option("--redis-url", default=None, metavar="URL",
+                 help="Redis of the redis source (default: $REDIS_URL or $REDIS_URL_FILE)."),
+    click.option("--redis-channel", default=None, metavar="NAME",
+                 help=f"Pub/Sub channel of the redis source (default: {DEFAULT_REDIS_CHANNEL})."),
 )
 
 
@@ -28,6 +44,7 @@ from jobs.cli.common import (
               help="On SIGTERM, let a run in progress finish this long before rolling it back (default 5).")
 @click.option("--wait-lock", "wait_lock_s", type=float, default=None, metavar="SECONDS",
               help="Each run waits up to SECONDS for another run's lock.")
+@listen_options
 @PUSHGATEWAY_OPTION
 # Hidden: lets tests and smoke checks see the loop fire repeatedly without waiting for a minute.
 @click.option("--interval-seconds", type=click.FloatRange(min=0.1), default=None, hidden=True)
@@ -35,13 +52,12 @@ from jobs.cli.common import (
 @expected_errors
 def schedule(ctx: click.Context, run_now: bool, report_file: str | None, interval_seconds: float | None,
              **flags: Any) -> None:
-    """Run `run` on a cron schedule, one run at a time, until SIGTERM/SIGINT (then exit 0)."""
-    from jobs.commands import RunRequest, new_report, reconcile_once
-    from jobs.scheduler import ScheduledRuns
-    from reconcile.report.logs import get_logger
+    """Run `run` on a cron schedule, one run at a time, until SIGTERM/SIGINT (then exit 0).
+
+    With --listen, the same process also syncs changed tenants as events announce them: it
+    subscribes, runs once in full (what changed while it was down), then one restricted run per
+    batch of events (200 ms, up to 1,000 tenants), taking turns with the cron's full runs."""
+    from jobs.commands import scheduled_runs
 
     settings = load_with_databases(ctx, flags, report_file)
-    runs = ScheduledRuns(settings, lambda cancel, run_id: reconcile_once(
-        settings, RunRequest(report_file=report_file), cancel=cancel, report=new_report(settings, False, run_id)),
-        get_logger(component="schedule"), settings.schedule_stop_grace_s, interval_seconds)
-    runs.serve(run_now)
+    scheduled_runs(settings, report_file, interval_seconds).serve(run_now)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy.engine import URL, make_url
 
@@ -200,3 +201,51 @@ def scrub_credentials(text: str) -> str:
     """Blank `user:password@` in URLs and `password = ...` pairs anywhere in a message."""
     text = _CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
     return _PASSWORD_KV.sub(r"\1***", text)
+
+
+_REDIS_SCHEMES = {"redis": 6379, "rediss": 6379}
+_REDIS_EXPECTED = "expected redis://[:password@]host:6379/0 or rediss://..."
+
+
+@dataclass(frozen=True)
+class RedisUrl:
+    """A validated Redis URL (the `redis` event source); `str()` is `host:port/db`, never a password.
+
+    `url` is what redis-py gets; `password` is kept to remove it from the client's error messages."""
+
+    url: str = field(repr=False)
+    display: str
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, raw: str, name: str) -> RedisUrl:
+        text = raw.strip() if isinstance(raw, str) else ""
+        if not text:
+            raise ConfigError(f"{name} is empty ({_REDIS_EXPECTED})")
+        try:
+            parts = urlsplit(text)
+            port = parts.port
+        except ValueError:
+            raise ConfigError(f"{name} is not a valid Redis URL ({_REDIS_EXPECTED})") from None
+        scheme = parts.scheme.lower()
+        if scheme not in _REDIS_SCHEMES:
+            raise ConfigError(f"{name} must be a redis:// or rediss:// URL ({_REDIS_EXPECTED})")
+        if parts.netloc.count("@") > 1 or "@" in parts.path or "#" in text:
+            raise ConfigError(f"{name} {AMBIGUOUS_URL}")
+        if not parts.hostname:
+            raise ConfigError(f"{name} names no host ({_REDIS_EXPECTED})")
+        database = parts.path.strip("/") or "0"
+        if not database.isdigit():
+            raise ConfigError(f"{name}: the database must be a number (redis://host:6379/0)")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        password = unquote(parts.password) if parts.password else None
+        return cls(text, f"{host}:{port or _REDIS_SCHEMES[scheme]}/{database}", password)
+
+    def __str__(self) -> str:
+        return self.display
+
+    def scrub(self, text: str) -> str:
+        """Remove this URL's password (and any URL credentials) from a message."""
+        if self.password:
+            text = text.replace(self.password, "***")
+        return scrub_credentials(text)

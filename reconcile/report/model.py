@@ -58,6 +58,10 @@ class Report:
     source: dict[str, Any] = field(default_factory=dict)
     target: dict[str, Any] = field(default_factory=dict)
     id_limit: int = 1000
+    # What started the run: "manual" (run, plan), "schedule" (the cron), "http" (serve), and under
+    # `schedule --listen`: "startup" (its first full run), "event" (a batch), "catch-up".
+    trigger: str = "manual"
+    event_source: str | None = None  # an event batch: the sources its ids came from ("pg", "pg,redis")
     # Filled only by some outcomes; absent from the report when None.
     error: str | None = None             # one line: why the run did not complete
     failure_exit_code: int | None = None  # a failed run's exit code when not 7 (1 internal, 2 config)
@@ -86,13 +90,13 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         """The report object; the event/level/timestamp/run_id keys are added by the logger."""
-        body: dict[str, Any] = {"mode": self.mode, "status": self.status, "shard": self.shard, "total": self.total,
-                                "counts": dict(self.counts)}
+        body: dict[str, Any] = {"mode": self.mode, "status": self.status, "trigger": self.trigger,
+                                "shard": self.shard, "total": self.total, "counts": dict(self.counts)}
         for key in LIST_KEYS:
             body[key] = list(self.lists[key])
         body["truncated"] = any(capped.truncated for capped in self.lists.values())
         body["timings_ms"] = {k: round(v, 1) for k, v in self.timings_ms.items()}
-        body["source"] = self.source
+        body["source"] = self.source if self.event_source is None else {**self.source, "event": self.event_source}
         body["target"] = self.target
         body.update(self.hook_summaries)
         for key in self._OPTIONAL:
