@@ -175,7 +175,7 @@ class Api:
         run_id = new_run_id()
         try:
             outcome = await run_in_threadpool(sync_tenant, self.settings, tenant_id, country,
-                                              self.log.bind(run_id=run_id), run_id)
+                                              self.log.bind(run_id=run_id), run_id, trigger="http")
         except TenantNotFound:
             return self.error(404, NOT_FOUND)
         return JSONResponse(sync_answer(outcome), status_code=STATUS_HTTP.get(outcome.report.status, 200))

@@ -75,11 +75,12 @@ class SyncOutcome:
 
 
 def sync_tenant(settings: Settings, tenant_id: str, country: str | None, log: Any, run_id: str | None = None,
-                cancel: Cancellation | None = None) -> SyncOutcome:
+                cancel: Cancellation | None = None, trigger: str = "manual") -> SyncOutcome:
     """Reconcile one tenant (create / update / archive) and, unless `country` is None, ensure its
     inbound address for that country. Raises TenantNotFound (exit 4) before any run."""
     settings = settings.with_overrides(shard=Shard())  # one tenant: shards do not apply
-    report = Report(run_id=run_id or new_run_id(), mode="apply", shard="0/1", id_limit=settings.report_id_limit)
+    report = Report(run_id=run_id or new_run_id(), mode="apply", shard="0/1", id_limit=settings.report_id_limit,
+                    trigger=trigger)
     log = log.bind(tenant_id=tenant_id)
     try:
         found = _product_row(settings, tenant_id)

@@ -291,6 +291,18 @@ def test_truncated_lists_say_how_many_are_shown():
     assert "Row errors (first 1 of 1200 shown):" in out
 
 
+@pytest.mark.parametrize(("trigger", "event", "suffix"), [
+    ("manual", None, ""), (None, None, ""), ("schedule", None, " · schedule"), ("startup", None, " · startup"),
+    ("event", "pg,redis", " · event from pg,redis"),
+])
+def test_the_status_line_says_what_started_a_run_no_one_started_by_hand(trigger, event, suffix):
+    body = report(status="failed", counts=counts(), created=[], updated=[], archived=[], orphans=[], error="x",
+                  exit_code=7, trigger=trigger)
+    if event:
+        body["source"] = {**body["source"], "event": event}
+    assert render(body).splitlines()[1] == f"Status: failed · 0.4 s · exit 7{suffix}"
+
+
 def test_a_failed_run_shows_its_error_and_exit_code():
     body = report(status="failed", counts=counts(), created=[], updated=[], archived=[], orphans=[],
                   error="cannot connect to the marketplace database m:5432/x: connection refused", exit_code=7)

@@ -89,6 +89,14 @@ def test_sync_with_the_key_answers_like_keybuzz_backend(api):
     assert "ecomlg-001" in dbs.market()
 
 
+def test_the_reports_of_http_runs_say_they_came_over_http(api):
+    client, served, _ = api
+    assert client.post("/api/v1/tenants/sync", json={"tenantId": "kbz-003"}).status_code == 200
+    assert client.post("/api/v1/tenants/sync-all").status_code == 200
+    reports = [e for e in served.events() if e.get("event") == "reconcile.report"]
+    assert [r["trigger"] for r in reports] == ["http", "http"]
+
+
 def test_without_or_with_a_wrong_key_401_and_nothing_happens(api):
     client, _, dbs = api
     for headers in ({"X-Internal-Key": ""}, {"X-Internal-Key": "wrong"}, {"X-Internal-Key": KEY + "x"}):

@@ -302,10 +302,21 @@ def _seconds(report: Mapping[str, Any]) -> str:
     return f"{total / 1000:.1f} s" if isinstance(total, int | float) else "? s"
 
 
+def _trigger(report: Mapping[str, Any]) -> str:
+    """` · event from pg` and the like: what started a run that no one started by hand."""
+    trigger = report.get("trigger")
+    if not trigger or trigger == "manual":
+        return ""
+    source = report.get("source")
+    event = source.get("event") if isinstance(source, Mapping) else None
+    return f" · {trigger}" + (f" from {event}" if event else "")
+
+
 def _outcome_lines(report: Mapping[str, Any], colors: bool) -> list[str]:
     status = str(report.get("status"))
     color = {"success": _GREEN, "partial": _YELLOW}.get(status, _RED)
-    out = [f"Status: {_paint(status, color, colors)} · {_seconds(report)} · exit {exit_code(report)}"]
+    out = [f"Status: {_paint(status, color, colors)} · {_seconds(report)} · exit {exit_code(report)}"
+           f"{_trigger(report)}"]
     if report.get("error") and status in ("failed", "aborted", "locked"):
         out.append(f"Error: {_cell(report['error'])}")
     if status == "aborted" and isinstance(report.get("guard"), Mapping):
