@@ -178,8 +178,8 @@ def test_update_changed_meanwhile_is_a_conflict_left_for_next_run(dbs, monkeypat
     dbs.add_market(("a", "Old", "PRO", "ACTIVE"), ("b", "Old", "PRO", "ACTIVE"), ("gone", "G", "PRO", "ACTIVE"))
     real_stage = stage.stage
 
-    def stage_then_interfere(conn, plan):
-        staged = real_stage(conn, plan)
+    def stage_then_interfere(conn, plan, *args):
+        staged = real_stage(conn, plan, *args)
         # Another writer commits between our snapshot and our writes.
         dbs.sql("marketplace", """UPDATE "Tenant" SET name = 'Someone else' WHERE id = 'a';
                                   UPDATE "Tenant" SET plan = 'DEV' WHERE id = 'gone';""")
@@ -188,7 +188,7 @@ def test_update_changed_meanwhile_is_a_conflict_left_for_next_run(dbs, monkeypat
 
     monkeypatch.setattr(stage, "stage", stage_then_interfere)
     report, events = reconcile(dbs)
-    assert report.status == "partial" and report.exit_code == 3
+    assert report.status == "partial" and report.exit_code == 3, report.error
     assert sorted(report.lists["conflicts"]) == ["a", "gone", "new"]
     assert report.counts["conflicts"] == 3 and report.counts["updated"] == 1 and report.counts["created"] == 0
     assert report.counts["archived"] == 0

@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from reconcile.errors import ConfigError
@@ -496,6 +496,8 @@ _SHAPES = (
 
 @settings(max_examples=200, deadline=None)
 @given(password=st.text(st.sampled_from(_PASSWORD_CHARS), min_size=4, max_size=16), shape=st.sampled_from(_SHAPES))
+# A password in the query holding '&' and '=': libpq quoted the "parameter" it made of the rest.
+@example(password="&0000=0", shape="postgresql://reconcile@host/keybuzz?password={pw}&bogusopt=1")
 def test_no_url_error_shows_a_piece_of_the_password_whatever_the_shape(password, shape):
     url = shape.format(pw=password)
     try:

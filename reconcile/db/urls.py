@@ -115,7 +115,6 @@ def _ambiguous(text: str) -> bool:
 
 def _secrets_of(text: str, url: URL) -> list[str]:
     """Every form of every password in the URL: as written, decoded, and passwords in the query."""
-    from urllib.parse import unquote
 
     found: list[str] = []
     if url.password:
@@ -127,11 +126,12 @@ def _secrets_of(text: str, url: URL) -> list[str]:
     passwords = url.query.get("password")
     for value in (passwords,) if isinstance(passwords, str) else passwords or ():
         found.append(value)
-    query = text.partition("?")[2]
-    for item in query.split("&"):
-        key, _, value = item.partition("=")
-        if unquote(key).strip().lower() == "password" and value:
-            found += [value, unquote(value)]
+    items = [item.partition("=") for item in text.partition("?")[2].split("&")]
+    if any(unquote(key).strip().lower() == "password" for key, _, _ in items):
+        # A password in the query may hold an unencoded '&' or '=': where it ends cannot be told,
+        # so every key and value of the query may be a piece of it.
+        for key, _, value in items:
+            found += [key, unquote(key), value, unquote(value)]
     return [s for s in found if s]
 
 
