@@ -145,8 +145,10 @@ class Mapping:
         slow = f"CASE {normalized} WHEN '' THEN {bind(_mark(when_empty))} {arms} END"
         return f"CASE {column} {arms} ELSE {slow} END"
 
-    def product_select_sql(self, where: Query | None = None, skip_ids: tuple[str, ...] = ()) -> Query:
-        """The product snapshot query: rows already in marketplace terms, sorted by id bytewise.
+    def product_select_sql(self, where: Query | None = None, skip_ids: tuple[str, ...] = (),
+                           order_by: str = 'id COLLATE "C"') -> Query:
+        """The product snapshot query: rows already in marketplace terms, sorted by id bytewise
+        (`order_by`: reconcile.db.sql.utf8_order for the server's encoding).
 
         Its output line equals the marketplace query's line exactly when the tenant is valid and
         in sync, which is what lets the diff skip unchanged rows with one bytes comparison.
@@ -172,7 +174,7 @@ class Mapping:
             " FROM (SELECT id, name, plan, status,"
             f" {plan_case} AS mp, {status_case} AS ms"
             f" FROM tenants WHERE {where.sql}) AS t"
-            ' ORDER BY id COLLATE "C"'
+            f" ORDER BY {order_by}"
         )
         return Query(sql, params)
 

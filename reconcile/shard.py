@@ -68,8 +68,9 @@ class Shard:
         return bucket % self.count == self.index
 
     def sql_predicate(self, column: str = "id") -> str:
-        """The same rule in SQL; md5() hashes the UTF-8 bytes of the id, like Python does."""
+        """The same rule in SQL, on the id's UTF-8 bytes like Python: md5() of a text hashes it in
+        the server's encoding, which for a LATIN1 or WIN1252 database puts tenants in other shards."""
         if self.whole:
             return "TRUE"
-        bucket = f"('x' || lpad(substr(md5({column}), 1, 8), 16, '0'))::bit(64)::bigint"
+        bucket = f"('x' || lpad(substr(md5(convert_to({column}, 'UTF8')), 1, 8), 16, '0'))::bit(64)::bigint"
         return f"mod({bucket}, {int(self.count)}) = {int(self.index)}"  # mod(): no literal % in bound SQL

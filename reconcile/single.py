@@ -19,7 +19,9 @@ import sqlalchemy as sa
 
 from reconcile.actions import CONFLICTS, ERROR
 from reconcile.db.cancel import Cancellation
+from reconcile.db.copy import server_encoding
 from reconcile.db.engines import connect, engine_from_settings, translate_db_errors
+from reconcile.db.sql import utf8_order
 from reconcile.db.urls import DatabaseUrl
 from reconcile.errors import DatabaseError, TenantNotFound
 from reconcile.inbound import inbound_hook
@@ -175,6 +177,7 @@ def unchanged_ids(settings: Settings, report: Report) -> list[str]:
                *(e["id"] for e in report.lists[ERROR.counted_as])}
     limit = report.id_limit
     with _reading(settings, settings.require_product(), "product") as conn:
+        order = utf8_order("id", server_encoding(conn))
         rows = conn.exec_driver_sql(f"SELECT id FROM tenants WHERE {settings.shard.sql_predicate()} "
-                                    'ORDER BY id COLLATE "C" LIMIT %(n)s', {"n": limit + len(touched)})
+                                    f"ORDER BY {order} LIMIT %(n)s", {"n": limit + len(touched)})
         return [r.id for r in rows if r.id not in touched][:min(limit, report.counts["unchanged"])]

@@ -21,6 +21,11 @@ def dbapi(conn: Any) -> Any:
     return inner.dbapi_connection if inner is not None else conn
 
 
+def server_encoding(conn: Any) -> str:
+    """The server encoding of the database behind `conn` (reported by the server at connect)."""
+    return dbapi(conn).info.parameter_status("server_encoding") or "UTF8"
+
+
 def copy_out(conn: Any, query: Query, sink: IO[bytes]) -> int:
     """`COPY (query) TO STDOUT` into `sink`; the number of rows."""
     with dbapi(conn).cursor() as cur:

@@ -15,8 +15,8 @@ from typing import IO, Any
 
 import sqlalchemy as sa
 
-from reconcile.db.copy import copy_out, dbapi
-from reconcile.db.sql import Query
+from reconcile.db.copy import copy_out, dbapi, server_encoding
+from reconcile.db.sql import Query, utf8_order
 from reconcile.errors import DatabaseError
 from reconcile.mapping import Mapping
 from reconcile.tempfiles import discard, temp_file, temp_space
@@ -29,10 +29,10 @@ SNAPSHOT_SESSION = ("SET LOCAL work_mem = '16MB'", "SET LOCAL max_parallel_worke
 COPY_BUFFER = 1 << 20
 
 
-def marketplace_select_sql(where: Query) -> Query:
+def marketplace_select_sql(where: Query, order_by: str = 'id COLLATE "C"') -> Query:
     # The trailing '' stands for the product query's error column (see Mapping.product_select_sql).
     return Query("SELECT id, name, plan::text, status::text, '' FROM \"Tenant\""
-                 f' WHERE {where.sql} ORDER BY id COLLATE "C"', where.params)
+                 f" WHERE {where.sql} ORDER BY {order_by}", where.params)
 
 
 @dataclass
@@ -80,11 +80,11 @@ def copy_to_spool(conn: Any, query: Query) -> Spool:
 
 def read_product(conn: sa.Connection, mapping: Mapping, where: Query, skip_ids: tuple[str, ...] = ()) -> Spool:
     """Product rows in marketplace terms; `conn` must be in a REPEATABLE READ READ ONLY transaction."""
-    return copy_to_spool(conn, mapping.product_select_sql(where, skip_ids))
+    return copy_to_spool(conn, mapping.product_select_sql(where, skip_ids, utf8_order("id", server_encoding(conn))))
 
 
 def read_marketplace(conn: sa.Connection, where: Query) -> Spool:
-    return copy_to_spool(conn, marketplace_select_sql(where))
+    return copy_to_spool(conn, marketplace_select_sql(where, utf8_order("id", server_encoding(conn))))
 
 
 def in_parallel(first: Callable[[], Spool], second: Callable[[], Spool],

@@ -140,9 +140,9 @@ def test_sync_of_a_tenant_with_quotes_and_backslashes_updates_exactly_it_under_s
 
 
 @contextmanager
-def latin1_product(pg_server) -> Iterator[Databases]:
-    name = f"rc_{uuid.uuid4().hex[:10]}_latin1"
-    pg_server._autocommit(f"""CREATE DATABASE "{name}" ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'
+def latin1_product(pg_server, encoding: str = "LATIN1") -> Iterator[Databases]:
+    name = f"rc_{uuid.uuid4().hex[:10]}_{encoding.lower()}"
+    pg_server._autocommit(f"""CREATE DATABASE "{name}" ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C'
                               TEMPLATE template0""")
     try:
         yield pg_server.url_for(name)
@@ -169,6 +169,49 @@ def test_a_latin1_product_database_gives_exactly_the_right_names(dbs, pg_server)
             assert second["counts"]["unchanged"] == len(NAMES_IN_LATIN1), second["counts"]
         finally:
             latin1.dispose()
+
+
+# In WIN1252 the euro sign is byte 0x80, below 'é' (0xE9); in UTF-8 it sorts above it. Ids whose
+# server-encoding bytes sort otherwise than their UTF-8 bytes.
+IDS_IN_WIN1252 = ["a€", "aé", "café", "b€-1", "bé-2", "plain", "ÿ-last", "Œuvre", "z"]
+
+
+def test_a_win1252_product_database_is_diffed_in_utf8_order_and_a_second_run_changes_nothing(dbs, pg_server):
+    with latin1_product(pg_server, "WIN1252") as product:
+        win = Databases(product, dbs.marketplace)
+        try:
+            win.sql("product", PRODUCT_DDL)
+            win.add_product(*[(i, f"Name {i}", "pro", "active") for i in IDS_IN_WIN1252])
+            env = base_env(dbs, direct_url(product), direct_url(dbs.marketplace))
+            first = assert_success(run("run", env=env, deadline=60))
+            assert first["counts"]["created"] == len(IDS_IN_WIN1252), first["counts"]
+            second = assert_success(run("run", env=env, deadline=60))
+            assert second["counts"]["unchanged"] == len(IDS_IN_WIN1252), second["counts"]
+            assert sorted(tenant_rows(dbs)) == sorted(IDS_IN_WIN1252)
+        finally:
+            win.dispose()
+
+
+@pytest.mark.parametrize("encoding", ["LATIN1", "WIN1252"])
+def test_shards_of_a_non_utf8_product_database_hold_the_same_tenants_as_in_python(dbs, pg_server, encoding):
+    ids = [f"{stem}-{n}" for stem in ("café", "müller", "t000é", "søren") for n in range(12)]
+    with latin1_product(pg_server, encoding) as product:
+        other = Databases(product, dbs.marketplace)
+        try:
+            other.sql("product", PRODUCT_DDL)
+            other.add_product(*[(i, f"Name {i}", "pro", "active") for i in ids])
+            env = base_env(dbs, direct_url(product), direct_url(dbs.marketplace))
+            assert assert_success(run("run", env=env, deadline=60))["counts"]["created"] == len(ids)
+            unchanged = 0
+            for index in range(3):
+                report = assert_success(run("plan", "--shard", f"{index}/3", env=env, deadline=60))
+                counts = report["counts"]
+                # A tenant hashed into another shard on one side only shows as a create and an orphan.
+                assert (counts["created"], counts["orphans"], counts["archived"]) == (0, 0, 0), counts
+                unchanged += counts["unchanged"]
+            assert unchanged == len(ids)
+        finally:
+            other.dispose()
 
 
 def test_a_null_marketplace_name_is_repaired_not_a_conflict_forever(dbs):
