@@ -35,3 +35,8 @@ class LockHeld(ReconcileError):
 
 class DatabaseError(ReconcileError):
     exit_code = 7
+
+
+class CommitInDoubt(DatabaseError):
+    """The connection was lost during COMMIT and whether the server committed could not be found
+    out: the one failure after which "nothing written" cannot be promised."""

@@ -92,18 +92,27 @@ def describe_db_error(exc: BaseException, db: DatabaseUrl | None = None) -> str:
     return db.scrub(message) if db else scrub_credentials(message)
 
 
+def driver_errors() -> tuple[type[BaseException], ...]:
+    """What a database call raises when the database (or the way to it) fails."""
+    import psycopg2
+
+    return sa.exc.DBAPIError, sa.exc.PendingRollbackError, sa.exc.ResourceClosedError, psycopg2.Error
+
+
+def error_cause(exc: BaseException, db: DatabaseUrl) -> str:
+    """Why a call on `db` failed, in one line: the watchdog's reason when it cut the connection."""
+    from reconcile.db.watchdog import WATCHDOG
+
+    return WATCHDOG.cut_reason(db.display) or describe_db_error(exc, db)
+
+
 @contextmanager
 def translate_db_errors(what: str, db: DatabaseUrl) -> Iterator[None]:
     """Turn driver errors into DatabaseError (exit 7) naming the database, never its password."""
-    import psycopg2
-
-    from reconcile.db.watchdog import WATCHDOG
-
     try:
         yield
-    except (sa.exc.DBAPIError, sa.exc.PendingRollbackError, sa.exc.ResourceClosedError, psycopg2.Error) as exc:
-        cause = WATCHDOG.cut_reason(db.display) or describe_db_error(exc, db)
-        raise DatabaseError(f"{what} ({db.display}): {cause}") from exc
+    except driver_errors() as exc:
+        raise DatabaseError(f"{what} ({db.display}): {error_cause(exc, db)}") from exc
 
 
 _PERMANENT = ("password authentication failed", "does not exist", "no pg_hba.conf entry",

@@ -20,9 +20,9 @@ from reconcile.db.cancel import Cancellation, Cancelled
 from reconcile.db.engines import connect, engine_from_settings, quietly, translate_db_errors
 from reconcile.db.urls import DatabaseUrl
 from reconcile.db.watchdog import PROBE_TIMEOUT_S, WatchedConnection
-from reconcile.errors import GuardTripped, LockHeld, ReconcileError
+from reconcile.errors import CommitInDoubt, GuardTripped, LockHeld, ReconcileError
 from reconcile.hooks import AfterWrite, HookContext, PrepareContext
-from reconcile.pipeline import guard, planfile, stage, write
+from reconcile.pipeline import commit, guard, planfile, stage, write
 from reconcile.pipeline.diff import UnsortedInput, diff
 from reconcile.pipeline.plan import Plan, build_plan
 from reconcile.pipeline.planfile import SavedPlan
@@ -116,7 +116,7 @@ def _record_failure(run: RunContext, exc: Exception) -> None:
     elif isinstance(exc, GuardTripped):
         report.status, report.error = ABORTED, str(exc)
     elif isinstance(exc, ReconcileError):
-        if run.cancel.requested and not isinstance(exc, Cancelled):
+        if run.cancel.requested and not isinstance(exc, Cancelled | CommitInDoubt):
             exc = Cancelled(f"run stopped ({run.cancel.reason}); transaction rolled back, nothing written")
         report.fail(str(exc), exc.exit_code)
     elif isinstance(exc, UnsortedInput):
@@ -282,7 +282,9 @@ def _stage_guard_write(run: RunContext, market_tx: sa.RootTransaction, plan: Pla
         if run.options.dry_run:
             market_tx.rollback()
         else:
-            market_tx.commit()
+            xid = run.market.exec_driver_sql("SELECT txid_current_if_assigned()").scalar()
+    if not run.options.dry_run:
+        commit.commit(market_tx, xid, run.settings, run.market_db, run.log)
     tally(run.report, results, run.log)
     for hook_result in results.hooks:
         if hook_result.after_commit is not None and not run.options.dry_run:

@@ -8,13 +8,17 @@ import pytest
 
 from tests.faults.harness import (
     BULK,
+    COMMIT,
+    INSERT,
     PHASES,
     assert_failed_run,
     assert_fired,
     assert_nothing_written,
+    assert_success,
     market_state,
     run,
     seed_bulk,
+    tenant_rows,
 )
 
 BOUND = 3 + 10  # RECONCILE_NETWORK_TIMEOUT (3 in these tests' environment) + 10 s
@@ -59,3 +63,42 @@ def test_a_dead_connection_during_a_sync_is_exit_7_with_a_report(faults, phase):
     assert_failed_run(out, bound=BOUND, names=faults.names("marketplace"))
     assert out.last_json["success"] is False
     assert_nothing_written(faults.dbs, before)
+
+
+def test_a_commit_whose_answer_is_lost_is_confirmed_on_the_server_and_reported_as_applied(faults):
+    """The COMMIT reached the server and committed; only its answer was lost (a reset on the way
+    back). The run looks the transaction up and reports what really happened: success, exit 0."""
+    seeded = seed_bulk(faults.dbs, new=40, same=10)
+    rule = faults.market.add("reset", marker=(INSERT, COMMIT), direction="s2c", after=0)
+    out = run("run", env=faults.env(), deadline=BOUND + 3)
+    assert_fired(rule, "the answer to COMMIT")
+    report = assert_success(out, bound=BOUND)
+    assert report["status"] == "success" and report["counts"]["created"] == len(seeded.new), report["counts"]
+    assert set(seeded.new) <= set(tenant_rows(faults.dbs))
+    confirmed = [e for e in out.events if e.get("event") == "commit.confirmed"]
+    assert len(confirmed) == 1, out.tail()
+
+
+def test_a_commit_stalled_on_the_way_to_the_server_is_settled_as_rolled_back(faults):
+    """The COMMIT never got through (a stalled path): the run's own session is still in its
+    transaction on the server. It is ended, so the outcome is certain: nothing written, exit 7."""
+    seed_bulk(faults.dbs, new=40, same=10)
+    before = market_state(faults.dbs)
+    rule = faults.market.add("stall", marker=(INSERT, COMMIT), direction="c2s", after=0, stall_new=False)
+    out = run("run", env=faults.env(), deadline=BOUND + 3)
+    assert_fired(rule, "the COMMIT")
+    report = assert_failed_run(out, bound=BOUND, names=faults.names("marketplace"))
+    assert "unknown" not in report["error"], report["error"]
+    assert_nothing_written(faults.dbs, before)
+
+
+def test_a_commit_whose_outcome_cannot_be_checked_says_it_is_unknown_never_nothing_written(faults):
+    """The answer to COMMIT is lost and the server cannot be reached again: the run cannot know,
+    and must not claim that nothing was written."""
+    seed_bulk(faults.dbs, new=40, same=10)
+    rule = faults.market.add("stall", marker=(INSERT, COMMIT), direction="s2c", after=0)
+    out = run("run", env=faults.env(), deadline=BOUND + 3)
+    assert_fired(rule, "the answer to COMMIT")
+    report = assert_failed_run(out, bound=BOUND, names=faults.names("marketplace"))
+    assert "unknown" in report["error"] and "nothing written" not in report["error"], report["error"]
+    assert "rolled back" not in report["error"], report["error"]
