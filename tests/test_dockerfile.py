@@ -177,7 +177,7 @@ def test_build_stage_copies_everything_the_wheel_needs_and_dockerignore_lets_it_
 
 
 @pytest.mark.parametrize("path", [
-    ".env", "config/example.env", ".venv/bin/python", ".git", "tests/conftest.py", "k8s/cronjob.yaml",
+    ".env", "config/example.env", ".venv/bin/python", ".git", "tests/conftest.py", "k8s/nightly/cronjob.yaml",
     "reconcile/__pycache__/db.cpython-311.pyc", "reports/run.json", "dump.sql",
 ])
 def test_dockerignore_keeps_everything_else_out_of_the_build_context(path: str) -> None:
