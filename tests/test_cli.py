@@ -261,6 +261,55 @@ def test_init_db_is_idempotent_and_creates_missing_databases(pg_server):
         pg_server.drop_database(f"{tag}_m")
 
 
+def test_urls_as_the_deployment_has_them_url_flags_of_init_db_and_a_prisma_database_url(pg_server):
+    """init-db takes --product-url/--marketplace-url; then run and check find the marketplace through
+    DATABASE_URL alone, in keybuzz-backend's Prisma form: Prisma's parameters dropped, schema= the
+    search_path (here a schema that is not public, so a wrong search_path would find no table)."""
+    import sqlalchemy as sa
+
+    from reconcile.db.engines import engine_for
+    from tests.pgtools import url_text
+
+    tag = f"rc_prisma_{int(time.time() * 1000) % 10**9}"
+    pg_server.create_database(f"{tag}_p")
+    pg_server.create_database(f"{tag}_m")
+    product, market = pg_server.url_for(f"{tag}_p"), pg_server.url_for(f"{tag}_m")
+    engines = [engine_for(product), engine_for(market)]
+    try:
+        with engines[1].begin() as conn:
+            conn.exec_driver_sql("CREATE SCHEMA backend")
+        prisma = url_text(market) + "?schema=backend&connection_limit=5&pool_timeout=10&pgbouncer=true"
+        result = run_cli("init-db", "--product-url", url_text(product), "--marketplace-url", prisma, env=bare_env())
+        assert result.code == 0, result.stderr
+        with engines[1].connect() as conn:
+            tables = conn.execute(sa.text("SELECT table_schema FROM information_schema.tables "
+                                          "WHERE table_name = 'Tenant'")).scalars().all()
+        assert tables == ["backend"]
+        with engines[0].begin() as conn:
+            conn.exec_driver_sql("INSERT INTO tenants (id, name, plan, status) "
+                                 "VALUES ('kbz-1', 'One', 'pro', 'active')")
+
+        env = bare_env(PRODUCT_DATABASE_URL=url_text(product), DATABASE_URL=prisma)
+        result = run_cli("run", env=env)
+        assert result.code == 0, result.stdout + result.stderr
+        start = result.of("reconcile.start")[0]
+        assert (start["product_from"], start["marketplace_from"]) == ("PRODUCT_DATABASE_URL", "DATABASE_URL")
+        assert result.report["created"] == ["kbz-1"] and result.report["target"]["db"] == market.display
+        with engines[1].connect() as conn:
+            plan = conn.execute(sa.text('SELECT plan::text FROM backend."Tenant" WHERE id = :id'), {"id": "kbz-1"})
+            assert plan.scalar() == "PRO"
+
+        result = run_cli("check", env=env)
+        assert result.code == 0, result.stdout + result.stderr
+        [answer] = result.of("check.report")
+        assert answer["status"] == "ok" and answer["databases"]["marketplace"]["from"] == "DATABASE_URL"
+    finally:
+        for engine in engines:
+            engine.dispose()
+        pg_server.drop_database(f"{tag}_p")
+        pg_server.drop_database(f"{tag}_m")
+
+
 def test_python_dash_m_jobs_runs_from_anywhere(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "jobs", "--help"], capture_output=True, text=True,
                           cwd=tmp_path, timeout=60, env={**bare_env(), "PYTHONPATH": str(REPO)})

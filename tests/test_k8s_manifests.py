@@ -1,10 +1,14 @@
 """The Kubernetes manifests under k8s/, checked offline: schema (Kubernetes 1.30, strict), the
-kustomizations, and the operational invariants read from the parsed YAML. No cluster,
-no PostgreSQL."""
+kustomizations, the operational invariants read from the parsed YAML, and the production example
+overlays as the real kustomize builds them. No cluster, no PostgreSQL."""
 
 from __future__ import annotations
 
 import copy
+import json
+import os
+import re
+import shlex
 import shutil
 import subprocess
 import tomllib
@@ -18,19 +22,33 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from reconcile.settings import _SPECS, ENV_MARKETPLACE_URL, ENV_PRODUCT_URL, Settings, load_settings
+from reconcile.settings import (
+    _SPECS,
+    ENV_MARKETPLACE_FALLBACK,
+    ENV_MARKETPLACE_URL,
+    ENV_PRODUCT_URL,
+    Settings,
+    load_settings,
+)
 from reconcile.shard import MAX_SHARDS, Shard
 from tests.k8stools import (
+    EXAMPLES,
     K8S,
     KUSTOMIZATION,
     REPO,
     Workload,
     all_docs,
+    component_dirs,
+    example_dirs,
     kustomization_dirs,
+    kustomization_of,
+    kustomize_build,
+    kustomize_command,
     load_docs,
     manifest_files,
     quantity,
     workloads,
+    workloads_of,
 )
 
 K8S_VERSION = "1.30.0"
@@ -39,8 +57,9 @@ CONTAINER = "reconcile"
 CONFIG_SOURCE = REPO / "config" / "reconcile.toml"
 CONFIG_COPY = K8S / "base" / "reconcile.toml"
 SECRET_TEMPLATE = K8S / "secret.template.yaml"
+SIZING_DOC = REPO / "docs" / "performance.md"
 
-# Figures the resources are sized from (the benchmark; k8s/README.md "Sizing").
+# Figures the resources are sized from (the benchmark; docs/performance.md "Sizing a pod").
 BENCHMARK_PEAK_RSS = 150 * 2**20          # target peak RSS, flat with the tenant count
 SPOOL_BYTES_PER_TENANT_PER_SIDE = 60      # snapshot temp files in $TMPDIR
 SIZED_FOR_TENANTS = 10_000_000
@@ -56,8 +75,11 @@ KNOWN_ENV = (
     | {f"{ENV_PRODUCT_URL}_FILE", f"{ENV_MARKETPLACE_URL}_FILE"}
     | {"RECONCILE_CONFIG", "RECONCILE_SHARD_COUNT", "TMPDIR"}
 )
+# The URLs themselves (the manifests read them from files; the examples from a Secret's keys).
+URL_ENV = {ENV_PRODUCT_URL, ENV_MARKETPLACE_URL, ENV_MARKETPLACE_FALLBACK}
 EXPECTED_COMMAND = {
     "CronJob/tenant-reconcile": "run",
+    "Job/tenant-reconcile-check": "check",
     "Job/tenant-reconcile-plan": "plan",
     "Job/tenant-reconcile-sharded": "run",
     "Deployment/tenant-reconcile-scheduler": "schedule",
@@ -66,15 +88,33 @@ EXPECTED_COMMAND = {
 WORKLOADS = workloads()
 JOBS = [w for w in WORKLOADS if w.job_spec is not None]
 
+# The example overlays, built by the real kustomize (they use namespace, images, patches and
+# components, which only kustomize itself applies faithfully). kubectl is part of every machine this
+# project is developed and tested on; without it these are empty and one test says so.
+BUILT_EXAMPLES = {d: kustomize_build(d) for d in example_dirs()} if kustomize_command() else {}
+EXAMPLE_WORKLOADS = [w for d, docs in BUILT_EXAMPLES.items() for w in workloads_of([(d, doc) for doc in docs])]
+EXAMPLE_JOBS = [w for w in EXAMPLE_WORKLOADS if w.job_spec is not None]
+PRODUCTION = EXAMPLES / "production"
+# What each example overlay sets RECONCILE_LOG_FORMAT to (the ECS one exists to change it).
+EXAMPLE_LOG_FORMAT = {"production": "json", "production/check": "json", "production-ecs": "ecs"}
+# The Prisma-form URL keybuzz-backend's pods have in DATABASE_URL, and the product URL.
+SECRET_VALUES = {
+    "PRODUCT_DATABASE_URL": "postgresql://reconcile_ro:pw@pg-haproxy:5432/keybuzz_prod",
+    "DATABASE_URL": "postgresql://reconcile:pw@pg-haproxy:5432/keybuzz_backend_prod"
+                    "?schema=public&connection_limit=5&pool_timeout=10",
+}
+
+
+def label_of(w: Workload) -> str:
+    return f"{w.path.relative_to(K8S)}:{w.label}" if w.path.is_dir() else w.label
+
 
 def by_label(items: list[Workload]) -> dict[str, Any]:
-    return {"argvalues": items, "ids": [w.label for w in items]}
+    return {"argvalues": items, "ids": [label_of(w) for w in items]}
 
 
 def kustomization(directory: Path) -> dict[str, Any]:
-    data = yaml.safe_load((directory / KUSTOMIZATION).read_text(encoding="utf-8"))
-    assert isinstance(data, dict)
-    return data
+    return kustomization_of(directory)
 
 
 def render(directory: Path) -> list[dict[str, Any]]:
@@ -106,14 +146,6 @@ def render(directory: Path) -> list[dict[str, Any]]:
         docs.append({"apiVersion": "v1", "kind": "ConfigMap",
                      "metadata": {"name": generator["name"], "labels": labels}, "data": files})
     return docs
-
-
-def kustomize_command() -> list[str] | None:
-    if shutil.which("kustomize"):
-        return ["kustomize", "build"]
-    if shutil.which("kubectl"):
-        return ["kubectl", "kustomize"]
-    return None
 
 
 def exit_code_action(job_spec: dict[str, Any], code: int, container: str = CONTAINER) -> str | None:
@@ -226,7 +258,7 @@ def test_manifests_are_namespace_agnostic_and_labelled() -> None:
             assert doc["metadata"]["labels"].get(APP_LABEL[0]) == APP_LABEL[1], doc["metadata"]["name"]
 
 
-@pytest.mark.parametrize("w", **by_label(WORKLOADS))
+@pytest.mark.parametrize("w", **by_label(WORKLOADS + EXAMPLE_WORKLOADS))
 def test_pod_is_non_root_with_a_read_only_root_filesystem(w: Workload) -> None:
     pod = w.pod_spec
     security = pod["securityContext"]
@@ -245,7 +277,7 @@ def test_pod_is_non_root_with_a_read_only_root_filesystem(w: Workload) -> None:
     assert csc["capabilities"]["drop"] == ["ALL"] and not csc["capabilities"].get("add")
 
 
-@pytest.mark.parametrize("w", **by_label(WORKLOADS))
+@pytest.mark.parametrize("w", **by_label(WORKLOADS + EXAMPLE_WORKLOADS))
 def test_tmpdir_is_a_disk_backed_emptydir_big_enough_for_the_snapshots(w: Workload) -> None:
     env = w.env()
     assert env["TMPDIR"] == "/tmp"
@@ -334,18 +366,19 @@ def test_the_settings_loader_accepts_the_pod_environment(w: Workload, tmp_path: 
         assert settings.shard == Shard(index, count)
 
 
-@pytest.mark.parametrize("w", **by_label(WORKLOADS))
+@pytest.mark.parametrize("w", **by_label(WORKLOADS + EXAMPLE_WORKLOADS))
 def test_resources_are_set_and_sized_from_the_benchmark(w: Workload) -> None:
     resources = w.container["resources"]
     for kind in ("cpu", "memory"):
         assert quantity(resources["requests"][kind]) <= quantity(resources["limits"][kind]), kind
     assert quantity(resources["requests"]["memory"]) >= BENCHMARK_PEAK_RSS
     assert quantity(resources["limits"]["memory"]) > quantity(resources["requests"]["memory"])
-    # One set of figures for every variant, and k8s/README.md states them.
+    # One set of figures for every variant, and the sizing table of docs/performance.md states them.
     assert resources == WORKLOADS[0].container["resources"]
-    readme = (K8S / "README.md").read_text(encoding="utf-8")
-    for figure in (*resources["requests"].values(), *resources["limits"].values()):
-        assert f"`{figure}`" in readme, f"k8s/README.md does not give the figure {figure}"
+    sizing = SIZING_DOC.read_text(encoding="utf-8").partition("## Sizing a pod")[2]
+    volume = w.volume(next(m["name"] for m in w.container["volumeMounts"] if m["mountPath"] == "/tmp"))
+    for figure in (*resources["requests"].values(), *resources["limits"].values(), volume["emptyDir"]["sizeLimit"]):
+        assert f"| `{figure}` |" in sizing, f"{SIZING_DOC.relative_to(REPO)} does not give the figure {figure}"
 
 
 def test_pod_templates_differ_only_where_documented() -> None:
@@ -376,7 +409,7 @@ def test_one_image_everywhere_tagged_with_the_project_version() -> None:
         assert w.container["imagePullPolicy"] == "IfNotPresent"
 
 
-@pytest.mark.parametrize("w", **by_label(WORKLOADS))
+@pytest.mark.parametrize("w", **by_label(WORKLOADS + EXAMPLE_WORKLOADS))
 def test_each_workload_runs_the_intended_command(w: Workload) -> None:
     from jobs.cli import cli
 
@@ -410,7 +443,7 @@ def test_cronjob_runs_nightly_once_at_a_time() -> None:
                 == ZoneInfo(schedule["timezone"]).utcoffset(moment))
 
 
-@pytest.mark.parametrize("w", **by_label(JOBS))
+@pytest.mark.parametrize("w", **by_label(JOBS + EXAMPLE_JOBS))
 def test_jobs_are_bounded_in_time_retries_and_lifetime(w: Workload) -> None:
     spec = w.job_spec
     assert spec is not None
@@ -421,7 +454,7 @@ def test_jobs_are_bounded_in_time_retries_and_lifetime(w: Workload) -> None:
     assert w.pod_spec["restartPolicy"] == "Never"  # podFailurePolicy requires it
 
 
-@pytest.mark.parametrize("w", **by_label(JOBS))
+@pytest.mark.parametrize("w", **by_label(JOBS + EXAMPLE_JOBS))
 def test_pod_failure_policy_retries_only_what_a_retry_can_fix(w: Workload) -> None:
     spec = w.job_spec
     assert spec is not None
@@ -494,3 +527,211 @@ def test_k8s_readme_describes_every_file() -> None:
     readme = (K8S / "README.md").read_text(encoding="utf-8")
     for path in sorted(p for p in K8S.rglob("*") if p.is_file() and p.name != "README.md"):
         assert str(path.relative_to(K8S)) in readme, f"k8s/README.md does not mention {path.relative_to(K8S)}"
+
+
+# -- the production example overlays (k8s/examples), as the real kustomize builds them ---------------
+
+def test_kustomize_is_there_to_build_the_examples() -> None:
+    assert kustomize_command() is not None, "the example overlays need kubectl (or kustomize) on the PATH"
+    assert {d.relative_to(EXAMPLES).as_posix() for d in BUILT_EXAMPLES} == set(EXAMPLE_LOG_FORMAT)
+    assert len(EXAMPLE_WORKLOADS) == len(BUILT_EXAMPLES)
+
+
+@pytest.mark.parametrize("directory", sorted(BUILT_EXAMPLES), ids=lambda p: str(p.relative_to(K8S)))
+def test_example_builds_strictly_valid_objects_in_one_namespace(directory: Path) -> None:
+    docs = BUILT_EXAMPLES[directory]
+    namespace = kustomization_of(PRODUCTION / "site")["namespace"]  # set once, for every example
+    for doc in docs:
+        assert kubernetes_validate.validate(doc, K8S_VERSION, strict=True) == "1.30"
+        assert doc["kind"] not in ("Secret", "Namespace"), f"{directory} must not create {doc['kind']}"
+        assert doc["metadata"]["namespace"] == namespace, doc["metadata"]["name"]
+        assert doc["metadata"]["labels"].get(APP_LABEL[0]) == APP_LABEL[1], doc["metadata"]["name"]
+    [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
+    assert config_map["data"]["reconcile.toml"] == CONFIG_SOURCE.read_text(encoding="utf-8")
+    [w] = workloads_of([(directory, d) for d in docs])
+    # The hashed ConfigMap name and the ServiceAccount resolve inside what is applied.
+    volume, _ = w.mount_of("configMap")
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"] != "tenant-reconcile-config"
+    assert ("ServiceAccount", w.pod_spec["serviceAccountName"]) in {(d["kind"], d["metadata"]["name"]) for d in docs}
+
+
+@pytest.mark.parametrize("w", **by_label(EXAMPLE_WORKLOADS))
+def test_example_image_comes_from_a_registry_pinned_by_digest(w: Workload) -> None:
+    image = w.container["image"]
+    # `tenant-reconcile:0.1.0` is in no registry: a node can pull only a name with a registry host.
+    registry, _, rest = image.partition("/")
+    assert "." in registry or ":" in registry, f"{image}: no registry host"
+    assert re.fullmatch(r"[a-z0-9._/-]*tenant-reconcile@sha256:[0-9a-f]{64}", rest), f"{image}: not pinned by digest"
+    assert w.container["imagePullPolicy"] == "IfNotPresent"  # a digest never changes: pulled once per node
+
+
+@pytest.mark.parametrize("w", **by_label(EXAMPLE_WORKLOADS))
+def test_example_database_urls_come_from_secret_keys_and_nothing_else(w: Workload) -> None:
+    literal, from_secret = w.env(), w.secret_env()
+    assert set(from_secret) == {ENV_PRODUCT_URL, ENV_MARKETPLACE_FALLBACK}
+    for name in URL_ENV:
+        assert name not in literal, f"{name}: a URL as a literal value would put a password in the pod spec"
+    assert not [name for name in literal if name.endswith("_FILE")], "X and X_FILE both set is exit 2"
+    assert ENV_MARKETPLACE_URL not in from_secret  # it would win over DATABASE_URL
+    for name in (*literal, *from_secret):
+        assert name in KNOWN_ENV | URL_ENV, f"{name} is not read by tenant-reconcile (typo?)"
+    # No volume left that names a Secret: a missing one keeps the pod in ContainerCreating.
+    assert not [v for v in w.pod_spec["volumes"] if "secret" in v]
+    assert {m["name"] for m in w.container["volumeMounts"]} == {v["name"] for v in w.pod_spec["volumes"]}
+
+
+@pytest.mark.parametrize("w", **by_label(EXAMPLE_WORKLOADS))
+def test_the_settings_loader_accepts_an_example_pod_environment(w: Workload, tmp_path: Path) -> None:
+    """The pod's env with the Secret's keys filled in as External Secrets would (DATABASE_URL in the
+    Prisma form of keybuzz-backend) and the ConfigMap mount moved under tmp_path, through the real
+    load_settings."""
+    _, config_mount = w.mount_of("configMap")
+    local = tmp_path / "config"
+    local.mkdir()
+    shutil.copy(CONFIG_COPY, local / CONFIG_COPY.name)
+    env = {name: value.replace(config_mount["mountPath"], str(local)) for name, value in w.env().items()}
+    env.update({name: SECRET_VALUES[key] for name, (_, key) in w.secret_env().items()})
+    settings = load_settings(env=env)
+    assert (settings.product_from, settings.marketplace_from) == (ENV_PRODUCT_URL, ENV_MARKETPLACE_FALLBACK)
+    product, market = settings.require_product(), settings.require_marketplace()
+    assert product.display == "pg-haproxy:5432/keybuzz_prod"
+    assert market.display == "pg-haproxy:5432/keybuzz_backend_prod"
+    assert market.search_path == "public" and dict(market.url.query) == {}  # Prisma's parameters dropped
+    assert settings.log_format == EXAMPLE_LOG_FORMAT[w.path.relative_to(EXAMPLES).as_posix()]
+    assert settings.config_file == str(local / CONFIG_COPY.name)
+
+
+def _without_site_settings(doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A workload with what the examples change set aside: (the rest, its env by name)."""
+    doc = copy.deepcopy(doc)
+    doc["metadata"].pop("namespace", None)
+    [w] = workloads_of([(K8S, doc)])
+    container = w.container
+    container.pop("image")
+    env = {e["name"]: e for e in container.pop("env")}
+    secret_mounts = {v["name"] for v in w.pod_spec["volumes"] if "secret" in v}
+    w.pod_spec["volumes"] = [v for v in w.pod_spec["volumes"] if v["name"] not in secret_mounts]
+    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] not in secret_mounts]
+    for volume in w.pod_spec["volumes"]:
+        if "configMap" in volume:
+            volume["configMap"]["name"] = "tenant-reconcile-config"
+    return doc, env
+
+
+@pytest.mark.parametrize("w", **by_label(EXAMPLE_WORKLOADS))
+def test_example_changes_only_namespace_image_url_source_and_log_format(w: Workload) -> None:
+    [base] = [b for b in WORKLOADS if b.label == w.label]
+    expected, base_env = _without_site_settings(base.doc)
+    actual, env = _without_site_settings(w.doc)
+    assert actual == expected
+    kept = {name: entry for name, entry in base_env.items() if not name.endswith("_FILE")}
+    kept["RECONCILE_LOG_FORMAT"] = {"name": "RECONCILE_LOG_FORMAT",
+                                    "value": EXAMPLE_LOG_FORMAT[w.path.relative_to(EXAMPLES).as_posix()]}
+    assert {name: entry for name, entry in env.items() if "valueFrom" not in entry} == kept
+
+
+def test_every_component_is_used_by_an_example() -> None:
+    used = {(d / c).resolve() for d in example_dirs() for c in kustomization_of(d).get("components", [])}
+    assert set(component_dirs()) <= used
+
+
+# -- a Job from the CronJob with other arguments: the recipe of k8s/README.md, step by step ----------
+
+def readme_job_recipes() -> list[list[list[str]]]:
+    """Every pipeline of k8s/README.md that patches a Job made from the CronJob: its stages as argv."""
+    readme = (K8S / "README.md").read_text(encoding="utf-8")
+    logical = re.sub(r"\\\n\s*", " ", readme).splitlines()
+    return [[shlex.split(stage) for stage in line.split(" | ")] for line in logical
+            if "kubectl patch --local" in line and line.lstrip().startswith("kubectl create job")]
+
+
+def job_from_cronjob(cron: dict[str, Any], name: str) -> dict[str, Any]:
+    """The Job `kubectl create job NAME --from=cronjob/...` makes of the live CronJob (kubectl's
+    createJobFromCronJob): the jobTemplate's spec and labels, the annotation
+    cronjob.kubernetes.io/instantiate=manual and an owner reference to the CronJob."""
+    template = cron["spec"]["jobTemplate"]
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": cron["metadata"]["namespace"],
+                         "annotations": {"cronjob.kubernetes.io/instantiate": "manual",
+                                         **template["metadata"].get("annotations", {})},
+                         "labels": template["metadata"]["labels"],
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "controller": True,
+                                              "name": cron["metadata"]["name"],
+                                              "uid": "6d1f2b8e-3c4a-4e5f-9a0b-1c2d3e4f5a6b"}]},
+            "spec": copy.deepcopy(template["spec"])}
+
+
+def run_patch(argv: list[str], job: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, input=yaml.safe_dump(job), capture_output=True, text=True, timeout=60,
+                          env={"PATH": os.environ["PATH"], "HOME": "/nonexistent", "KUBECONFIG": "/nonexistent"})
+
+
+RECIPES = readme_job_recipes()
+
+
+def test_the_readme_gives_the_dry_run_and_the_forced_run_as_jobs_from_the_cronjob() -> None:
+    args = [json.loads(stages[1][stages[1].index("-p") + 1])[-1]["value"] for stages in RECIPES]
+    assert ["plan"] in args and ["run", "--force"] in args
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not on PATH")
+@pytest.mark.parametrize("stages", RECIPES, ids=lambda s: " ".join(json.loads(s[1][s[1].index("-p") + 1])[-1]["value"]))
+def test_a_job_from_the_cronjob_with_other_args_works_without_a_cluster(stages: list[list[str]]) -> None:
+    """The README's pipeline: `kubectl create job --from=cronjob/...` (needs the cluster: reproduced
+    here from the built production overlay), then its exact `kubectl patch --local` (run for real, no
+    cluster needed), and what comes out is what `kubectl apply -f -` gets."""
+    create, patch, apply = stages
+    assert create[:3] == ["kubectl", "create", "job"] and "--from=cronjob/tenant-reconcile" in create
+    assert "--dry-run=client" in create and create[create.index("-o") + 1] == "yaml"
+    assert patch[:3] == ["kubectl", "patch", "--local"] and patch[patch.index("-o") + 1] == "yaml"
+    assert apply[:2] == ["kubectl", "apply"] and apply[-2:] == ["-f", "-"]
+    assert create[create.index("-n") + 1] == apply[apply.index("-n") + 1]
+    docs = BUILT_EXAMPLES[PRODUCTION]
+    [cron] = [d for d in docs if d["kind"] == "CronJob"]
+    [config_map] = [d for d in docs if d["kind"] == "ConfigMap"]
+    job = job_from_cronjob(cron, "tenant-reconcile-forced-1764900000")
+
+    done = run_patch(patch, job)
+    assert done.returncode == 0, done.stderr
+    patched = yaml.safe_load(done.stdout)
+    assert kubernetes_validate.validate(patched, K8S_VERSION, strict=True) == "1.30"
+    args = json.loads(patch[patch.index("-p") + 1])[-1]["value"]
+    expected = copy.deepcopy(job)
+    expected["spec"]["template"]["spec"]["containers"][0]["args"] = args
+    assert patched == expected  # only the arguments changed
+    from jobs.cli import cli
+
+    cli.commands[args[0]].make_context(args[0], list(args[1:]))
+    # The old recipe (a copied Job file, `kubectl apply -f`) named the ConfigMap without kustomize's
+    # hash, and the pod waited in ContainerCreating; a Job from the live CronJob carries the real name.
+    [w] = workloads_of([(PRODUCTION, patched)])
+    volume, _ = w.mount_of("configMap")
+    assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+
+    # The patch refuses a Job whose first container is not tenant-reconcile's, instead of changing it.
+    other = copy.deepcopy(job)
+    other["spec"]["template"]["spec"]["containers"].insert(0, {"name": "sidecar", "image": "busybox", "args": ["x"]})
+    refused = run_patch(patch, other)
+    assert refused.returncode != 0 and "test failed" in refused.stderr
+
+
+# -- what k8s/README.md shows is what the files and the main README hold ------------------------------
+
+def grant_statements(markdown: str) -> list[str]:
+    """The GRANT statements of a Markdown text's SQL blocks, comments dropped, database names generic."""
+    blocks = re.findall(r"```sql\n(.*?)```", markdown, re.S)
+    statements = [line.split("--")[0].strip() for block in blocks for line in block.splitlines()]
+    return sorted(re.sub(r"\bkeybuzz(_backend)?(_prod)?\b", lambda m: "DB" + (m.group(1) or ""), s)
+                  for s in statements if s.startswith("GRANT"))
+
+
+def test_the_install_grants_are_the_tested_grants_of_the_main_readme() -> None:
+    install = grant_statements((K8S / "README.md").read_text(encoding="utf-8"))
+    assert install and install == grant_statements((REPO / "README.md").read_text(encoding="utf-8"))
+    assert not [s for s in install if "DELETE" in s or "ALL" in s]
+
+
+def test_the_ecs_patch_shown_is_the_one_the_ecs_example_applies() -> None:
+    readme = (K8S / "README.md").read_text(encoding="utf-8")
+    shown = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", readme, re.S) if "value: ecs" in block]
+    assert shown == [{"patches": kustomization(EXAMPLES / "production-ecs")["patches"]}]
