@@ -212,3 +212,13 @@ def test_promtool_unit_tests_show_every_alert_firing_and_not_firing(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout and "FAILED" not in result.stdout
+
+
+def test_every_metric_of_the_schedule_process_is_documented():
+    metrics = ScheduleMetrics(("schedule",), EVENT_SOURCES)
+    names = {f.name + ("_total" if f.type == "counter" else "") for f in metrics.registry.collect()
+             if f.name.startswith("tenant_reconcile_")}
+    assert len(names) == 10
+    for readme in (REPO / "README.md", MONITORING / "README.md"):
+        text = readme.read_text(encoding="utf-8")
+        assert {name for name in names if f"`{name}" not in text} == set(), readme.relative_to(REPO)
