@@ -57,8 +57,10 @@ def exposed_names() -> set[str]:
     their samples (`_total`, `_bucket`...)."""
     metrics = ScheduleMetrics(("schedule", "startup", "catch-up", "event"), EVENT_SOURCES)
     families = list(metrics.registry.collect())
-    gauges = {f.name for f in families if f.type == "gauge"}  # a gauge with no child yet has no sample
-    return gauges | {sample.name for f in families for sample in f.samples}
+    suffixes = {"gauge": ("",), "counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+    # A labelled family has no sample until its first child: its names come from its type.
+    by_type = {f.name + suffix for f in families for suffix in suffixes.get(f.type, ())}
+    return by_type | {sample.name for f in families for sample in f.samples}
 
 
 # -- the PrometheusRule ----------------------------------------------------------------------------
@@ -222,3 +224,55 @@ def test_every_metric_of_the_schedule_process_is_documented():
     for readme in (REPO / "README.md", MONITORING / "README.md"):
         text = readme.read_text(encoding="utf-8")
         assert {name for name in names if f"`{name}" not in text} == set(), readme.relative_to(REPO)
+
+
+# -- the Grafana dashboard -----------------------------------------------------------------------------
+
+# Grafana's variables, as concrete values promtool can parse.
+GRAFANA_VARIABLES = {"$namespace": "shop", "$__rate_interval": "5m", "$__interval": "1m"}
+
+
+def dashboard_queries() -> dict[str, list[tuple[str, str]]]:
+    """(where, query) per datasource type: every panel target and the namespace variable's query."""
+    import json
+
+    dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    found: dict[str, list[tuple[str, str]]] = {"prometheus": [], "loki": []}
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            found[panel["datasource"]["type"]].append((f"panel{panel['id']}_{target['refId']}", target["expr"]))
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            selector = re.fullmatch(r"label_values\((.+), \w+\)", variable["query"]["query"])
+            assert selector, variable["query"]
+            found["prometheus"].append((f"variable_{variable['name']}", selector.group(1)))
+    return found
+
+
+def with_values(query: str) -> str:
+    for name, value in GRAFANA_VARIABLES.items():
+        query = query.replace(name, value)
+    assert "$" not in query, query
+    return query
+
+
+def test_every_prometheus_query_of_the_dashboard_parses_and_reads_exposed_metrics(tmp_path):
+    queries = dashboard_queries()["prometheus"]
+    exposed = exposed_names()
+    used = {name for _, query in queries for name in re.findall(r"\btenant_reconcile_\w+", query)}
+    assert len(queries) >= 10 and used <= exposed, used - exposed
+    path = tmp_path / "dashboard.rules.yaml"
+    records = [{"record": f"dashboard:{where}", "expr": with_values(query)} for where, query in queries]
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": records}]}))
+    result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(records)} rules found" in result.stdout
+
+
+def test_the_dashboards_loki_queries_read_the_reconcile_containers_json_lines():
+    queries = dashboard_queries()["loki"]
+    assert queries
+    for where, query in queries:
+        assert '{namespace="$namespace", container="reconcile"} | json |' in query, where
+        assert re.search(r'\| event="(reconcile\.report|tenant\.error)"', query), where
+    assert {w.container["name"] for w in workloads()} == {"reconcile"}
