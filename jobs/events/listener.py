@@ -44,7 +44,10 @@ RunFull = Callable[[str, Cancellation], Report]
 
 
 class Listener:
-    """Sources, queue and consumer; `start` and `join` are called by ScheduledRuns."""
+    """Sources, queue and consumer; `start` and `join` are called by ScheduledRuns. `metrics`
+    (jobs.metrics.ScheduleMetrics, or None) counts the events, batch sizes and lags; the runs
+    themselves are recorded by whoever runs them (jobs.commands.scheduled_runs), locked and failed
+    ones included."""
 
     def __init__(self, settings: Settings, log: Any, run_batch: RunBatch, run_full: RunFull,
                  metrics: Any = None, queue: EventQueue | None = None) -> None:
