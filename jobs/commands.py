@@ -23,6 +23,7 @@ from reconcile.settings import Settings
 from reconcile.single import SyncOutcome, TenantStatus, sync_tenant, tenant_status
 
 if TYPE_CHECKING:
+    from jobs.metrics import ScheduleMetrics
     from jobs.scheduler import ScheduledRuns
 
 
@@ -118,20 +119,45 @@ def status(settings: Settings, tenant_id: str) -> TenantStatus:
 
 def scheduled_runs(settings: Settings, report_file: str | None, interval_s: float | None = None) -> ScheduledRuns:
     """`schedule`: the cron's full runs and, with `settings.listen`, the event listener, sharing one
-    run slot and one stop."""
+    run slot and one stop; with `settings.metrics_port`, every run and event recorded and served on
+    /metrics (the port is opened here, before any run: one in use is exit 2)."""
     from jobs.events.listener import Listener
     from jobs.scheduler import ScheduledRuns
 
+    metrics = schedule_metrics(settings)
+
+    def observed(report: Report) -> Report:
+        if metrics is not None:
+            metrics.record_run(report)
+        return report
+
     def full_run(trigger: str, cancel: Cancellation, run_id: str | None = None) -> Report:
-        return reconcile_once(settings, RunRequest(report_file=report_file), cancel=cancel,
-                              report=new_report(settings, False, run_id, trigger=trigger))
+        return observed(reconcile_once(settings, RunRequest(report_file=report_file), cancel=cancel,
+                                       report=new_report(settings, False, run_id, trigger=trigger)))
 
     listener = None
     if settings.listen:
         if "redis" in settings.listen:
             settings.require_redis()
-        listener = Listener(settings, get_logger(), lambda batch, cancel: reconcile_event_batch(
-            settings, batch.ids, batch.source, cancel), full_run)
-    return ScheduledRuns(settings, lambda cancel, run_id: full_run("schedule", cancel, run_id),
+        listener = Listener(settings, get_logger(), lambda batch, cancel: observed(reconcile_event_batch(
+            settings, batch.ids, batch.source, cancel)), full_run, metrics=metrics)
+    runs = ScheduledRuns(settings, lambda cancel, run_id: full_run("schedule", cancel, run_id),
                          get_logger(component="schedule"), settings.schedule_stop_grace_s, interval_s,
                          listener=listener)
+    if metrics is not None and settings.metrics_port is not None:
+        from jobs.metrics import MetricsServer
+
+        runs.metrics_server = MetricsServer(metrics.registry, runs.healthy).start(settings.metrics_host,
+                                                                                  settings.metrics_port)
+    return runs
+
+
+def schedule_metrics(settings: Settings) -> ScheduleMetrics | None:
+    """The metrics of a `schedule` process when it serves them: the series of every trigger and
+    event source it can produce."""
+    if settings.metrics_port is None:
+        return None
+    from jobs.metrics import ScheduleMetrics
+
+    triggers = ("schedule", "startup", "catch-up", "event") if settings.listen else ("schedule",)
+    return ScheduleMetrics(triggers, settings.listen)

@@ -123,6 +123,11 @@ class ScheduledRuns:
         self.scheduler = BackgroundScheduler(timezone=self.timezone)
         self.slot = slot or RunSlot(lambda: self._stop.requested, log)
         self.listener = listener
+        self.metrics_server: Any = None  # jobs.metrics.MetricsServer, listening until the process stops
+
+    def healthy(self) -> bool:
+        """/healthz: the scheduler is running and no stop has been asked for."""
+        return bool(self.scheduler.running) and not self._stop.requested
 
     def _job(self) -> None:
         self.slot.run(lambda cancel: self._run_once(cancel, new_run_id()))
@@ -178,4 +183,6 @@ class ScheduledRuns:
                 self.listener.join()
             self.log.info("schedule.stopped", reason=reason)
         finally:
+            if self.metrics_server is not None:
+                self.metrics_server.stop()
             self._stop.close()

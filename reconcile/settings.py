@@ -70,6 +70,8 @@ class Settings:
     schedule_grace_s: int = 3600
     schedule_stop_grace_s: float = 5.0
     pushgateway: PushgatewayUrl | None = None
+    metrics_port: int | None = None  # `schedule` serves /metrics and /healthz here; off when None
+    metrics_host: str = "0.0.0.0"
     listen: tuple[str, ...] = ()  # event sources of `schedule --listen`, in EVENT_SOURCES
     poll_interval_s: float = 5.0
     redis_url: RedisUrl | None = None
@@ -209,6 +211,28 @@ def parse_sources(value: Any, where: str) -> tuple[str, ...]:
     return tuple(sources)
 
 
+def _port(value: Any, where: str) -> int:
+    number = _int(0)(value, where)
+    if not 1 <= number <= 65535:
+        raise ConfigError(f"{where} must be a TCP port between 1 and 65535, got {number}")
+    return number
+
+
+def _listen_host(value: Any, where: str) -> str:
+    """The address a server listens on: an IP address (0.0.0.0, ::, 127.0.0.1) or a host name. The
+    value is never echoed in an error: whatever was pasted there by mistake stays out of the logs."""
+    import ipaddress
+
+    text = value.strip() if isinstance(value, str) else ""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if _DOMAIN_RE.match(text):
+        return text.lower()
+    raise ConfigError(f"{where} must be an IP address or a host name to listen on (e.g. 0.0.0.0, ::, 127.0.0.1)")
+
+
 def _flag_bool(value: Any, where: str) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{where} takes no value")
@@ -253,6 +277,8 @@ _SPECS = (
     _Spec("schedule_grace_s", "schedule.misfire_grace_s", _int(1), "RECONCILE_MISFIRE_GRACE"),
     _Spec("schedule_stop_grace_s", "schedule.stop_grace_s", _float(0.0), "RECONCILE_STOP_GRACE", "--stop-grace"),
     _Spec("pushgateway", "metrics.pushgateway", PushgatewayUrl.parse, "RECONCILE_PUSHGATEWAY_URL"),
+    _Spec("metrics_port", "metrics.port", _port, "RECONCILE_METRICS_PORT"),
+    _Spec("metrics_host", "metrics.host", _listen_host, "RECONCILE_METRICS_HOST"),
     _Spec("listen", "listen.sources", parse_sources, "RECONCILE_LISTEN"),
     _Spec("poll_interval_s", "listen.poll_interval_s", _float(0.0, above_minimum=True), "RECONCILE_POLL_INTERVAL",
           "--poll-interval"),
@@ -269,7 +295,7 @@ _TABLES = {
     "log": {"format"},
     "inbound": {"countries", "domain"},
     "schedule": {"cron", "timezone", "misfire_grace_s", "stop_grace_s"},
-    "metrics": {"pushgateway"},
+    "metrics": {"pushgateway", "port", "host"},
     "listen": {"sources", "poll_interval_s", "redis_url", "redis_channel"},
     "mapping": None,  # checked by Mapping.from_config
 }

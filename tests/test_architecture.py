@@ -17,7 +17,8 @@ from jobs.cli import cli
 # reconcile.testing, which holds the embedded server, the schemas' DDL and the demo's data.
 PRODUCTION = ("jobs.cli.reconcile", "jobs.cli.single", "jobs.cli.schedule", "jobs.cli.serve", "jobs.cli.check",
               "jobs.commands", "jobs.http", "jobs.scheduler", "jobs.process", "jobs.answers", "jobs.plans",
-              "jobs.checks", "jobs.cli.trigger", "jobs.events.listener", "jobs.events.sources", "jobs.events.queue")
+              "jobs.checks", "jobs.cli.trigger", "jobs.events.listener", "jobs.events.sources", "jobs.events.queue",
+              "jobs.metrics")
 # The program's entry (its command group holds the dev commands, which import it lazily) and the dev
 # commands themselves.
 MAY_USE_TESTING = {"jobs", "jobs.__main__", "jobs.cli", "jobs.cli.dev", "jobs.demo"}

@@ -508,3 +508,16 @@ def test_no_url_error_shows_a_piece_of_the_password_whatever_the_shape(password,
         shown = f"{db} {db!r}"
     pieces = {password[i:i + 4] for i in range(len(password) - 3)}
     assert not [p for p in pieces if p in shown], (url, shown)
+
+
+# -- the metrics port of `schedule` ------------------------------------------------------------------
+
+def test_the_metrics_port_is_off_by_default_and_follows_flag_env_file(tmp_path):
+    assert load_settings(env={}).metrics_port is None
+    cfg = write(tmp_path, '[metrics]\nport = 9100\nhost = "::"\n')
+    assert (load_settings(config_file=cfg, env={}).metrics_port, load_settings(config_file=cfg, env={}).metrics_host) \
+        == (9100, "::")
+    env = {"RECONCILE_METRICS_PORT": "9200", "RECONCILE_METRICS_HOST": "127.0.0.1"}
+    assert load_settings(config_file=cfg, env=env).metrics_port == 9200
+    assert load_settings(config_file=cfg, env=env, flags={"metrics_port": "9300"}).metrics_port == 9300
+    assert load_settings(config_file=cfg, env=env, flags={"metrics_host": "localhost"}).metrics_host == "localhost"

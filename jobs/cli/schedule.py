@@ -31,6 +31,14 @@ listen_options = options(
                  help=f"Pub/Sub channel of the redis source (default: {DEFAULT_REDIS_CHANNEL})."),
 )
 
+metrics_options = options(
+    click.option("--metrics-port", default=None, metavar="PORT",
+                 help="Serve /metrics (Prometheus) and /healthz on this port (default: $RECONCILE_METRICS_PORT; "
+                      "off)."),
+    click.option("--metrics-host", default=None, metavar="HOST",
+                 help="Address the metrics port listens on (default: 0.0.0.0, every IPv4 interface)."),
+)
+
 
 @click.command(epilog=EPILOG)
 @settings_options
@@ -45,6 +53,7 @@ listen_options = options(
 @click.option("--wait-lock", "wait_lock_s", type=float, default=None, metavar="SECONDS",
               help="Each run waits up to SECONDS for another run's lock.")
 @listen_options
+@metrics_options
 @PUSHGATEWAY_OPTION
 # Hidden: lets tests and smoke checks see the loop fire repeatedly without waiting for a minute.
 @click.option("--interval-seconds", type=click.FloatRange(min=0.1), default=None, hidden=True)

@@ -44,7 +44,10 @@ RunFull = Callable[[str, Cancellation], Report]
 
 
 class Listener:
-    """Sources, queue and consumer; `start` and `join` are called by ScheduledRuns."""
+    """Sources, queue and consumer; `start` and `join` are called by ScheduledRuns. `metrics`
+    (jobs.metrics.ScheduleMetrics, or None) counts the events, batch sizes and lags; the runs
+    themselves are recorded by whoever runs them (jobs.commands.scheduled_runs), locked and failed
+    ones included."""
 
     def __init__(self, settings: Settings, log: Any, run_batch: RunBatch, run_full: RunFull,
                  metrics: Any = None, queue: EventQueue | None = None) -> None:
@@ -129,7 +132,6 @@ class Listener:
             return False
         if self._full_wanted == trigger:
             self._full_wanted = None
-        self._record_run(report)
         return True
 
     def _batch(self, batch: Batch) -> bool:
@@ -142,17 +144,12 @@ class Listener:
             self.queue.requeue(batch)
             self.log.warning("listen.batch_retry", size=len(batch.ids), status=report.status, run_id=report.run_id)
             return False
-        self._record_run(report)
         if self.metrics is not None:
             done = time.monotonic()
             self.metrics.record_batch(len(batch.ids))
             for tenant_id, arrived in batch.arrived.items():
                 self.metrics.record_lag(batch.source_of[tenant_id], done - arrived)
         return True
-
-    def _record_run(self, report: Report) -> None:
-        if self.metrics is not None:
-            self.metrics.record_run(report, trigger=report.trigger)
 
     # Catch-up after a reconnect ---------------------------------------------------------------------
 
