@@ -3,8 +3,10 @@ fixed rate, open loop (change i is due at start + i / rate whether or not earlie
 
 `python -m benchmarks.eventload CONFIG.json`. Each change is one committed transaction that bumps
 `updated_at = now()`: mostly a rename of a random open tenant to a unique token `b<seq>`, some
-inserts of a new tenant named `b<seq>`, a few `status = 'archived'` (an archived tenant is never
-touched again: its marketplace row is closed, and a closed row takes no more changes). With a Redis
+inserts of a new tenant named `b<seq>`, a few `status = 'archived'` of a tenant that was there
+before the load (an archived tenant is never touched again: its marketplace row is closed, and a
+closed row takes no more changes; a tenant inserted and archived before any batch saw it is, rightly,
+never written to the marketplace at all, so no write could show its delivery). With a Redis
 channel, the tenant id is published after the commit, as the product application would.
 
 Changes go to a pool of worker connections by tenant (all changes of one tenant in one worker, in
@@ -125,23 +127,27 @@ def _open_tenants(dsn: str) -> list[str]:
         conn.close()
 
 
-def _next_change(seq: int, due: float, pool: Pool, rng: random.Random) -> Change:
+def _next_change(seq: int, due: float, pools: tuple[Pool, Pool], rng: random.Random) -> Change:
+    """pools: (tenants an update may pick, tenants an archive may pick: those there before the load)."""
+    updatable, archivable = pools
     roll = rng.random()
-    if roll < ARCHIVE_SHARE and len(pool.ids) > 1:
-        tenant_id = pool.pick()
-        pool.remove(tenant_id)  # never touched again
+    if roll < ARCHIVE_SHARE and len(archivable.ids) > 1:
+        tenant_id = archivable.pick()
+        archivable.remove(tenant_id)
+        updatable.remove(tenant_id)  # never touched again
         return Change(seq, "archive", tenant_id, due)
     if roll < ARCHIVE_SHARE + INSERT_SHARE:
         tenant_id = f"evt-{seq:09d}"
-        pool.add(tenant_id)
+        updatable.add(tenant_id)
         return Change(seq, "insert", tenant_id, due)
-    return Change(seq, "update", pool.pick(), due)
+    return Change(seq, "update", updatable.pick(), due)
 
 
 def dispatch(config: dict[str, Any], workers: list[Worker]) -> tuple[float, float]:
     """Hand each change to its tenant's worker at its due time; (first due, last due)."""
     rng = random.Random(config.get("random_state", 1))
-    pool = Pool(_open_tenants(config["product"]), rng)
+    existing = _open_tenants(config["product"])
+    pools = (Pool(list(existing), rng), Pool(existing, rng))
     rate, total = float(config["rate"]), round(float(config["rate"]) * float(config["seconds"]))
     start = time.monotonic() + 0.05
     print(json.dumps({"first_due": start}), flush=True)  # the harness starts measuring here
@@ -151,7 +157,7 @@ def dispatch(config: dict[str, Any], workers: list[Worker]) -> tuple[float, floa
         wait = due - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        change = _next_change(config.get("first_seq", 1) + i, due, pool, rng)
+        change = _next_change(config.get("first_seq", 1) + i, due, pools, rng)
         workers[zlib.crc32(change.tenant_id.encode()) % len(workers)].inbox.put(change)
     return start, due
 

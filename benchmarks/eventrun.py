@@ -87,12 +87,27 @@ class Listener:
                 "report_status": dict(Counter(str(e.get("status")) for e in reports)),
                 "listen_events": dict(Counter(e["event"] for e in events
                                               if str(e.get("event", "")).startswith("listen."))),
-                "warnings": dict(Counter(e["event"] for e in events if e.get("level") in ("warning", "error")))}
+                "warnings": dict(Counter(e["event"] for e in events if e.get("level") in ("warning", "error"))),
+                "batch_ms": batch_timings([e for e in reports if e.get("trigger") == "event"])}
 
     def kill(self) -> None:
         if self.alive():
             self.proc.kill()
             self.proc.wait(10)
+
+
+def batch_timings(reports: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """How long the event batches took by their own reports: total p50/p99/max, each phase's mean."""
+    timings = [r.get("timings_ms") or {} for r in reports]
+    totals = sorted(t["total"] for t in timings if "total" in t)
+    if not totals:
+        return None
+    phases: dict[str, list[float]] = {}
+    for t in timings:
+        for phase, value in t.items():
+            phases.setdefault(phase, []).append(value)
+    return {"p50": round(eventlag.percentile(totals, 0.5), 1), "p99": round(eventlag.percentile(totals, 0.99), 1),
+            "max": round(totals[-1], 1), "mean_by_phase": {k: round(sum(v) / len(v), 1) for k, v in phases.items()}}
 
 
 def _config(bench: Any, run: Any, out_path: str) -> dict[str, Any]:
