@@ -248,8 +248,9 @@ def statement_figures(bench: Bench, run: Run, before: dict[str, Any], after: dic
 
 
 def listener_figures(window: dict[str, Any], end: procstat.Sample | None, soak: bool) -> dict[str, Any]:
-    samples: list[procstat.Sample] = window["samples"]
-    first, last = samples[0], window["load_sample"]
+    first, last = window["samples"][0], window["load_sample"]
+    samples: list[procstat.Sample] = [*window["samples"], last] if last.at > window["samples"][-1].at else \
+        window["samples"]
     out = {"cpu_share": procstat.cpu_share(first, last), "cpu_s": round(last.cpu_s - first.cpu_s, 2),
            "rss_mb": {"start": round(first.rss_mb, 1), "end": round((end or last).rss_mb, 1),
                       "max_sampled": round(max(s.rss_mb for s in samples), 1),
