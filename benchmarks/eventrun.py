@@ -19,6 +19,7 @@ from benchmarks.data import dsn
 from benchmarks.reconcile import REPO, _cli
 
 DRAIN_CHECK_S = 0.5
+KEPT_UP = 0.95  # the generator kept up when it committed at least this share of the asked rate
 
 
 def run_cli(argv: list[str], env: dict[str, str], timeout: float = 600) -> tuple[int, str, str]:
@@ -163,8 +164,9 @@ def load_figures(changes: list[eventlag.SentChange], stats: dict[str, Any], rate
     kinds = Counter(c.kind for c in changes)
     late = sorted(c.commit - c.due for c in changes)
     span = stats["last_commit"] - stats["first_due"]
-    return {"sent_by_kind": dict(kinds), "target_rate": rate,
-            "achieved_rate": round(len(changes) / span, 1) if span > 0 else None,
+    achieved = len(changes) / span if span > 0 else None
+    return {"sent_by_kind": dict(kinds), "target_rate": rate, "achieved_rate": achieved and round(achieved, 1),
+            "load_kept_up": achieved is not None and achieved >= KEPT_UP * rate,
             "product_commit_after_due_ms": {"p50": _ms(eventlag.percentile(late, 0.5)),
                                             "p99": _ms(eventlag.percentile(late, 0.99)),
                                             "max": _ms(late[-1] if late else None)}}

@@ -370,6 +370,9 @@ def render(s: dict[str, Any]) -> str:
         verdict = "all met" if not unmet else "NOT met: " + ", ".join(unmet)
         lines.append(f"{r['source']} {r['rate']}/s: targets {verdict}"
                      + (f"; FAILED: {'; '.join(r['failures'])}" if r["failures"] else ""))
+        if r.get("load_kept_up") is False:
+            lines.append(f"  the load generator fell behind: {r.get('achieved_rate')} changes/s committed of "
+                         f"{r['rate']} asked (the machine was too busy); this run measured less load")
         soak = (r.get("listener") or {}).get("rss_flat")
         if soak:
             lines.append(f"  soak RSS: {soak}")
