@@ -11,6 +11,7 @@ and none of them come for free there.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -109,7 +110,13 @@ def _missing_url(env_name: str, flag: str, key: str, fallback: str | None = None
 
 # -- value parsers: (raw value, where it came from) -> typed value ---------------------------------
 
-def _int(minimum: int = 0) -> Callable[[Any, str], int]:
+# Upper bounds of the durations: past them a value is a typo, and the driver or the server would
+# refuse it only later (libpq's and PostgreSQL's timeouts are 32-bit integers).
+DAY_S = 86_400
+INT32_MAX = 2_147_483_647
+
+
+def _int(minimum: int = 0, maximum: int | None = None) -> Callable[[Any, str], int]:
     def parse(value: Any, where: str) -> int:
         if isinstance(value, bool):
             raise ConfigError(f"{where} must be an integer, got {value!r}")
@@ -119,6 +126,8 @@ def _int(minimum: int = 0) -> Callable[[Any, str], int]:
             raise ConfigError(f"{where} must be an integer, got {value!r}") from None
         if number < minimum:
             raise ConfigError(f"{where} must be >= {minimum}, got {number}")
+        if maximum is not None and number > maximum:
+            raise ConfigError(f"{where} must be at most {maximum}, got {number}")
         return number
     return parse
 
@@ -134,7 +143,7 @@ def _float(minimum: float = 0.0, maximum: float | None = None, *,
         except (TypeError, ValueError):
             raise ConfigError(f"{where} must be a number, got {value!r}") from None
         too_low = number <= minimum if above_minimum else number < minimum
-        if number != number or too_low or (maximum is not None and number > maximum):
+        if not math.isfinite(number) or too_low or (maximum is not None and number > maximum):
             if maximum is not None:
                 bound = f"between {minimum} and {maximum}"
             else:
@@ -261,27 +270,29 @@ _SPECS = (
     # the night the product URL points at an empty or wrongly restored database.
     _Spec("allow_empty_source", None, _flag_bool),
     _Spec("skip_ids", "reconcile.skip_ids", parse_skip_ids, "RECONCILE_SKIP_IDS", "--skip"),
-    _Spec("wait_lock_s", "reconcile.wait_lock_s", _float(0.0), "RECONCILE_WAIT_LOCK", "--wait-lock"),
+    _Spec("wait_lock_s", "reconcile.wait_lock_s", _float(0.0, DAY_S), "RECONCILE_WAIT_LOCK", "--wait-lock"),
     _Spec("report_id_limit", "report.id_limit", _int(0), "RECONCILE_REPORT_ID_LIMIT"),
-    _Spec("connect_timeout_s", "database.connect_timeout_s", _int(1), "RECONCILE_CONNECT_TIMEOUT"),
-    _Spec("connect_retry_s", "database.connect_retry_s", _float(0.0), "RECONCILE_CONNECT_RETRY"),
-    _Spec("network_timeout_s", "database.network_timeout_s", _float(0.0, above_minimum=True),
+    _Spec("connect_timeout_s", "database.connect_timeout_s", _int(1, 3600), "RECONCILE_CONNECT_TIMEOUT"),
+    _Spec("connect_retry_s", "database.connect_retry_s", _float(0.0, DAY_S), "RECONCILE_CONNECT_RETRY"),
+    _Spec("network_timeout_s", "database.network_timeout_s", _float(0.0, DAY_S, above_minimum=True),
           "RECONCILE_NETWORK_TIMEOUT"),
-    _Spec("statement_timeout_ms", "database.statement_timeout_ms", _int(0), "RECONCILE_STATEMENT_TIMEOUT_MS"),
-    _Spec("lock_timeout_ms", "database.lock_timeout_ms", _int(0), "RECONCILE_LOCK_TIMEOUT_MS"),
+    _Spec("statement_timeout_ms", "database.statement_timeout_ms", _int(0, INT32_MAX),
+          "RECONCILE_STATEMENT_TIMEOUT_MS"),
+    _Spec("lock_timeout_ms", "database.lock_timeout_ms", _int(0, INT32_MAX), "RECONCILE_LOCK_TIMEOUT_MS"),
     _Spec("inbound_countries", "inbound.countries", parse_countries, "RECONCILE_INBOUND_COUNTRIES",
           "--ensure-inbound"),
     _Spec("inbound_domain", "inbound.domain", _domain, "INBOUND_DOMAIN"),
     _Spec("schedule_cron", "schedule.cron", _text, "RECONCILE_CRON", "--cron"),
     _Spec("schedule_timezone", "schedule.timezone", _text, "RECONCILE_TIMEZONE", "--timezone"),
-    _Spec("schedule_grace_s", "schedule.misfire_grace_s", _int(1), "RECONCILE_MISFIRE_GRACE"),
-    _Spec("schedule_stop_grace_s", "schedule.stop_grace_s", _float(0.0), "RECONCILE_STOP_GRACE", "--stop-grace"),
+    _Spec("schedule_grace_s", "schedule.misfire_grace_s", _int(1, 7 * DAY_S), "RECONCILE_MISFIRE_GRACE"),
+    _Spec("schedule_stop_grace_s", "schedule.stop_grace_s", _float(0.0, 3600.0), "RECONCILE_STOP_GRACE",
+          "--stop-grace"),
     _Spec("pushgateway", "metrics.pushgateway", PushgatewayUrl.parse, "RECONCILE_PUSHGATEWAY_URL"),
     _Spec("metrics_port", "metrics.port", _port, "RECONCILE_METRICS_PORT"),
     _Spec("metrics_host", "metrics.host", _listen_host, "RECONCILE_METRICS_HOST"),
     _Spec("listen", "listen.sources", parse_sources, "RECONCILE_LISTEN"),
-    _Spec("poll_interval_s", "listen.poll_interval_s", _float(0.0, above_minimum=True), "RECONCILE_POLL_INTERVAL",
-          "--poll-interval"),
+    _Spec("poll_interval_s", "listen.poll_interval_s", _float(0.0, 3600.0, above_minimum=True),
+          "RECONCILE_POLL_INTERVAL", "--poll-interval"),
     _Spec("redis_channel", "listen.redis_channel", _text, "RECONCILE_REDIS_CHANNEL"),
 )
 # (attribute, config key, environment variable, fallback variable)
@@ -315,6 +326,8 @@ def read_config_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 (byte {exc.start}); TOML files are UTF-8") from None
     for table, value in data.items():
         if table not in _TABLES:
             raise ConfigError(f"config file {path}: unknown table [{table}] (expected {', '.join(_TABLES)})")

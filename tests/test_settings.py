@@ -521,3 +521,29 @@ def test_the_metrics_port_is_off_by_default_and_follows_flag_env_file(tmp_path):
     assert load_settings(config_file=cfg, env=env).metrics_port == 9200
     assert load_settings(config_file=cfg, env=env, flags={"metrics_port": "9300"}).metrics_port == 9300
     assert load_settings(config_file=cfg, env=env, flags={"metrics_host": "localhost"}).metrics_host == "localhost"
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("RECONCILE_NETWORK_TIMEOUT", "inf"), ("RECONCILE_NETWORK_TIMEOUT", "1e300"), ("RECONCILE_WAIT_LOCK", "inf"),
+    ("RECONCILE_CONNECT_TIMEOUT", "99999999999"), ("RECONCILE_STATEMENT_TIMEOUT_MS", "99999999999"),
+    ("RECONCILE_LOCK_TIMEOUT_MS", "99999999999"), ("RECONCILE_CONNECT_RETRY", "nan"),
+    ("RECONCILE_STOP_GRACE", "-inf"), ("RECONCILE_POLL_INTERVAL", "inf"), ("RECONCILE_MISFIRE_GRACE", "99999999999"),
+])
+def test_a_duration_that_is_infinite_or_beyond_what_the_driver_takes_is_a_config_error_naming_it(variable, value):
+    with pytest.raises(ConfigError) as info:
+        load_settings(env={variable: value})
+    assert variable in str(info.value) and "\n" not in str(info.value)
+
+
+def test_an_infinite_duration_in_the_config_file_is_a_config_error_naming_the_key(tmp_path):
+    cfg = write(tmp_path, "[database]\nnetwork_timeout_s = inf\n")
+    with pytest.raises(ConfigError, match=r"database\.network_timeout_s"):
+        load_settings(env={}, config_file=cfg)
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error_naming_the_file(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[inbound]\ndomain = "caf\xe9.example"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8") as info:
+        load_settings(env={}, config_file=str(path))
+    assert str(path) in str(info.value)
