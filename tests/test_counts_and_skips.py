@@ -13,11 +13,10 @@ from tests.pgtools import reconcile, run_cli
 INVARIANT = ("created", "updated", "unchanged", "errors", "conflicts", "skipped")
 
 
-def product_side_sum(report, skipped_orphans: int = 0) -> int:
-    """created + updated + archived (not orphans) + unchanged + errors + conflicts + skipped, where
-    skipped orphans (counted in skipped too, but not product tenants) are left out. No test here
-    archives orphans."""
-    return sum(report.counts[k] for k in INVARIANT) + report.counts["archived"] - skipped_orphans
+def product_side_sum(report) -> int:
+    """created + updated + archived (not orphans) + unchanged + errors + conflicts + skipped. No test
+    here archives orphans."""
+    return sum(report.counts[k] for k in INVARIANT) + report.counts["archived"]
 
 
 def test_skipped_tenants_are_left_untouched_counted_and_listed_not_errors(dbs):
@@ -36,7 +35,9 @@ def test_skipped_tenants_are_left_untouched_counted_and_listed_not_errors(dbs):
         assert market[tenant] == before[tenant]
     assert "missing" not in market and "bad" not in market
     assert not events.of("tenant.error")
-    assert product_side_sum(report, skipped_orphans=1) == report.total == 5
+    # total: the 5 product tenants and the skipped orphan, each counted once
+    assert product_side_sum(report) == report.total == 6
+    assert report.source["tenants"] == 5
 
 
 def test_skip_list_from_the_environment_and_the_flag(dbs):
@@ -110,3 +111,16 @@ def test_status_of_an_archived_tenant_absent_from_the_marketplace_is_in_sync(dbs
     body = json.loads(result.stdout.strip().splitlines()[-1])
     assert result.code == 0 and body["inSync"] is True and body["differences"] == []
     assert body["marketplace"]["exists"] is False
+
+
+def test_the_counts_add_up_to_total_with_skipped_orphans_in_a_saved_plan_too(dbs, tmp_path):
+    dbs.add_product(("a", "A", "pro", "active"), ("b", "B", "pro", "active"), ("c", "C", "gold", "active"))
+    dbs.add_market(("b", "Old", "PRO", "ACTIVE"), ("o1", "O", "DEV", "ACTIVE"), ("o2", "O", "DEV", "ACTIVE"))
+    env = dbs.env(RECONCILE_SKIP_IDS="o1,a")
+    path = tmp_path / "plan.json"
+    planned = run_cli("plan", "--out", str(path), env=env).report
+    applied = run_cli("run", "--plan", str(path), env=env).report
+    for report in (planned, applied):
+        counts = report["counts"]
+        assert sum(counts[k] for k in INVARIANT) + counts["archived"] == report["total"] == 4, counts
+        assert sorted(report["skipped"]) == ["a", "o1"] and report["source"]["tenants"] == 3

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from reconcile import actions, copytext
-from reconcile.actions import ARCHIVE, BY_NAME, ORPHAN, SPOOLED, UNCHANGED, Kind, Row
+from reconcile.actions import ARCHIVE, BY_NAME, ORPHAN, SKIP, SPOOLED, UNCHANGED, Kind, Row
 from reconcile.mapping import (
     CLOSED,
     INVALID_ID,
@@ -21,6 +21,7 @@ from reconcile.mapping import (
     INVALID_STATUS,
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
+    SKIPPED,
     slug_for,
 )
 from reconcile.pipeline.diff import ERR, ID, NAME, PLAN, STATUS, Action
@@ -28,6 +29,7 @@ from reconcile.tempfiles import discard, spooled_file
 
 _SPOOL_IN_MEMORY = 4 << 20
 _CLOSED = CLOSED.encode()
+_SKIPPED = SKIPPED.encode()
 # How many actions go by between two looks at a stop request (a diff of millions of rows takes seconds).
 _CHECK_EVERY = 1 << 16
 
@@ -62,6 +64,9 @@ class Plan:
     total: int = 0         # product tenants in scope
     target_total: int = 0  # marketplace tenants in scope
     unchanged: int = 0
+    # Orphans on the skip list: counted in `skipped` like skipped product tenants, so the report's
+    # `total` counts them too and its counts add up (reported_total).
+    skipped_orphans: int = 0
     spools: dict[str, ActionSpool] = field(default_factory=lambda: {kind.name: ActionSpool() for kind in SPOOLED})
 
     def spool(self, kind: Kind) -> ActionSpool:
@@ -69,6 +74,12 @@ class Plan:
 
     def count(self, kind: Kind) -> int:
         return self.unchanged if kind is UNCHANGED else self.spools[kind.name].count
+
+    @property
+    def reported_total(self) -> int:
+        """The report's `total`: every tenant counted in exactly one of created, updated, archived
+        (not orphans), unchanged, errors, conflicts and skipped."""
+        return self.total + self.skipped_orphans
 
     def close(self) -> None:
         for spool in self.spools.values():
@@ -120,6 +131,8 @@ def build_plan(stream: Iterable[Action], *, orphans_mode: str, check: Callable[[
             plan.unchanged += action[1]
             continue
         plan.spools[kind.name].add(copytext.line(_ROWS[kind.name](action)))
+        if kind is SKIP and action[1][ERR] != _SKIPPED:  # an orphan (marketplace fields) on the skip list
+            plan.skipped_orphans += 1
         if kind is ORPHAN and archive_orphans and action[1][STATUS] != _CLOSED:
             plan.spool(ARCHIVE).add(copytext.line([*action[1][ID:ERR], b"t"]))
     return plan

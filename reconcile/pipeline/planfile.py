@@ -71,6 +71,7 @@ def plan_document(plan: Plan, staged: Staged, header: dict[str, Any]) -> dict[st
     counts.update({"unchanged": plan.unchanged, ORPHAN.counted_as: plan.count(ORPHAN), ERROR.counted_as: len(errors),
                    SKIP.counted_as: plan.count(SKIP)})
     return {"format": FORMAT, "version": VERSION, **header, "counts": counts, "actions": actions, "errors": errors,
+            "skipped_orphans": plan.skipped_orphans,
             ORPHAN.counted_as: [ORPHAN.entry(row) for row in plan.spool(ORPHAN).rows()],
             SKIP.counted_as: [SKIP.entry(row) for row in plan.spool(SKIP).rows()]}
 
@@ -113,7 +114,8 @@ class SavedPlan:
         """The plan as the pipeline applies it: the spools rebuilt from the file's actions."""
         doc = self.document
         plan = Plan(total=int(doc["product"]["tenants"]), target_total=int(doc["marketplace"]["tenants"]),
-                    unchanged=int(doc["counts"].get("unchanged", 0)))
+                    unchanged=int(doc["counts"].get("unchanged", 0)),
+                    skipped_orphans=int(doc.get("skipped_orphans", 0)))
         for action in doc["actions"]:
             plan.spool(_KINDS[action["action"]]).add(copytext.line_of(_row(action)))
         for entry in doc["errors"]:

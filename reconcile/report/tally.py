@@ -56,7 +56,7 @@ def tally(report: Report, results: Results, log: Any) -> None:
     report.counts[CONFLICTS] = (results.outcome.count if results.outcome else 0) + len(results.staged.stale)
     for hook in results.hooks:
         _tally_hook(report, hook, log)
-    report.total = results.plan.total
+    report.total = results.plan.reported_total
     if report.counts[ERROR.counted_as] or report.counts[CONFLICTS] or report.counts[INBOUND_ERRORS]:
         report.status = PARTIAL
 
