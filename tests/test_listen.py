@@ -397,3 +397,47 @@ def test_a_run_of_the_cli_is_a_manual_trigger(dbs):
     out = run("plan", env=dbs.env(), deadline=30)
     assert out.report["trigger"] == "manual" and "event" not in out.report["source"]
 
+
+
+class _Owner:
+    """What a source reports to, recorded (the listener's side of the seam)."""
+
+    def __init__(self) -> None:
+        self.full_runs: list[str] = []
+
+    def catch_up(self, source: str, away_s: float) -> None:
+        raise AssertionError("the poll source never asks for a catch-up")
+
+    def request_full_run(self, trigger: str) -> None:
+        self.full_runs.append(trigger)
+
+
+def _poll_source(dbs, page_size: int, full_run_above: int):
+    from jobs.events.sources import PollSource
+    from reconcile.report.logs import get_logger
+    from reconcile.settings import load_settings
+
+    settings = load_settings(env=dbs.env())
+    queue, owner = EventQueue(window_s=0.01, max_batch=100_000), _Owner()
+    source = PollSource(settings, queue, get_logger(), owner)
+    source.page_size, source.full_run_above = page_size, full_run_above
+    return source, queue, owner
+
+
+def test_a_poll_reads_more_changed_rows_than_one_page_in_pages_and_announces_each_once(dbs):
+    source, queue, owner = _poll_source(dbs, page_size=50, full_run_above=1000)
+    with source.session() as conn:
+        dbs.add_product(*[(f"p{i:04d}", f"N{i}", "pro", "active") for i in range(180)])
+        source.poll_once(conn)
+        batch = queue.next_batch(lambda: False)
+        assert sorted(batch.ids) == [f"p{i:04d}" for i in range(180)] and owner.full_runs == []
+        source.poll_once(conn)  # the same rows again, within the overlap: nothing new to announce
+        assert len(queue) == 0 and owner.full_runs == []
+
+
+def test_a_poll_finding_more_changes_than_batches_should_take_asks_for_one_full_run(dbs):
+    source, queue, owner = _poll_source(dbs, page_size=50, full_run_above=120)
+    with source.session() as conn:
+        dbs.add_product(*[(f"p{i:04d}", f"N{i}", "pro", "active") for i in range(180)])
+        source.poll_once(conn)
+    assert owner.full_runs == ["catch-up"] and len(queue) == 0

@@ -18,7 +18,7 @@ import re
 import select
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import orjson
@@ -33,7 +33,8 @@ from reconcile.trigger import FUNCTION as TRIGGER_FUNCTION
 KEEPALIVE_S = 30.0   # a statement (or PING) on an idle connection at least this often
 BACKOFF_MAX_S = 30.0
 POLL_OVERLAP_S = 10.0  # poll re-reads this far back: a transaction may commit after a later one's updated_at
-POLL_LIMIT = 10_000
+POLL_PAGE = 10_000         # rows a poll reads at a time (keyset pages on updated_at, id)
+POLL_FULL_RUN_ABOVE = 100_000  # more changed rows than this in one poll: one full run instead
 _BARE_ID = re.compile(r"[^\s\x00-\x1f\x7f]+")
 
 
@@ -261,20 +262,40 @@ class PollSource(Source):
             self.poll_once(conn)
             stop.wait(self.settings.poll_interval_s)
 
+    page_size = POLL_PAGE
+    full_run_above = POLL_FULL_RUN_ABOVE
+
+    def _changed_rows(self, conn: Any) -> list[Any] | None:
+        """The rows changed since the last poll (minus the overlap), in pages ordered by (updated_at,
+        id), or None when there are more than `full_run_above` of them."""
+        assert self._since is not None
+        rows: list[Any] = []
+        floor = self._since - timedelta(seconds=POLL_OVERLAP_S)
+        after: tuple[Any, str] = (floor, "")
+        while True:
+            page = conn.exec_driver_sql(
+                "SELECT id, updated_at, now() AS read_at FROM tenants WHERE updated_at > %(floor)s "
+                "AND (updated_at, id) > (%(after_at)s, %(after_id)s) ORDER BY updated_at, id LIMIT %(limit)s",
+                {"floor": floor, "after_at": after[0], "after_id": after[1], "limit": self.page_size}).all()
+            rows += page
+            if len(page) < self.page_size:
+                return rows
+            if len(rows) > self.full_run_above:
+                return None
+            after = (page[-1].updated_at, page[-1].id)
+
     def poll_once(self, conn: Any) -> None:
         assert self._since is not None
-        rows = conn.exec_driver_sql(
-            "SELECT id, updated_at, now() AS read_at FROM tenants "
-            "WHERE updated_at > %(since)s - make_interval(secs => %(overlap)s) ORDER BY updated_at LIMIT %(limit)s",
-            {"since": self._since, "overlap": POLL_OVERLAP_S, "limit": POLL_LIMIT}).all()
+        rows = self._changed_rows(conn)
+        read_at = conn.exec_driver_sql("SELECT now()").scalar() if rows is None else None
         conn.rollback()  # no transaction left open between polls
         self.alive_at = time.monotonic()
-        if len(rows) >= POLL_LIMIT:
-            # More changed within one poll than a batch run should take: one full run instead, and
+        if rows is None:
+            # More changed within one poll than batch runs should take: one full run instead, and
             # polling goes on from now.
             self.owner.request_full_run("catch-up")
-            self._since, self._seen = rows[-1].read_at, {}
-            self.log.info("listen.poll_overflow", tenants=len(rows), detail="a full run instead of batches")
+            self._since, self._seen = read_at, {}
+            self.log.info("listen.poll_overflow", above=self.full_run_above, detail="a full run instead of batches")
             return
         fresh = [(r.id, r.updated_at) for r in rows if (r.id, r.updated_at) not in self._seen]
         if fresh:
