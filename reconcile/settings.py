@@ -144,7 +144,9 @@ def _float(minimum: float = 0.0, maximum: float | None = None, *,
             raise ConfigError(f"{where} must be a number, got {value!r}") from None
         too_low = number <= minimum if above_minimum else number < minimum
         if not math.isfinite(number) or too_low or (maximum is not None and number > maximum):
-            if maximum is not None:
+            if maximum is not None and above_minimum:
+                bound = f"> {minimum} and at most {maximum}"
+            elif maximum is not None:
                 bound = f"between {minimum} and {maximum}"
             else:
                 bound = f"> {minimum}" if above_minimum else f">= {minimum}"
