@@ -228,3 +228,23 @@ def test_skipped_tenants_get_no_inbound_rows(dbs):
     assert report.counts["skipped"] == 2 and report.counts["inbound_created"] == 1
     assert {a.tenant for a in addresses(dbs)} == {"keep"}
     assert {c.tenant for c in connections(dbs)} == {"keep"}
+
+
+def test_new_inbound_rows_get_unique_32_hex_ids_increasing_in_tenant_order(dbs):
+    ids = [f"t{i:03d}" for i in (7, 3, 11, 1, 5, 9, 2)]
+    dbs.add_product(*[(i, i.upper(), "pro", "active") for i in ids])
+    ensure(dbs)
+    dbs.add_product(("t000", "late", "pro", "active"))
+    ensure(dbs)  # a second backfill: its ids must not collide with the first one's
+    conns = dbs.sql("marketplace", 'SELECT id, "tenantId" AS tenant FROM inbound_connections')
+    addrs = dbs.sql("marketplace", 'SELECT id, "tenantId" AS tenant, country FROM inbound_addresses')
+    every = [r.id for r in conns] + [r.id for r in addrs]
+    assert len(set(every)) == len(every) == 8 + 16
+    assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in every)
+    first = [r for r in conns if r.tenant != "t000"]
+    assert [r.tenant for r in sorted(first, key=lambda r: r.id)] == sorted(ids)
+    first_addresses = sorted((r for r in addrs if r.tenant != "t000"), key=lambda r: r.id)
+    assert [(r.tenant, r.country) for r in first_addresses] == [(i, cc) for i in sorted(ids) for cc in ("FR", "DE")]
+    # Later statements get later ids: the second backfill's rows come after the first one's.
+    late = next(r.id for r in conns if r.tenant == "t000")
+    assert late > max(r.id for r in first)

@@ -13,7 +13,7 @@ from reconcile.actions import INBOUND_CREATED
 from reconcile.db.copy import copy_in, copy_out
 from reconcile.db.sql import NOW_UTC, Query
 from reconcile.hooks import HookContext, HookResult, RowError
-from reconcile.inbound.tokens import tokens
+from reconcile.inbound.tokens import id_prefix, row_id_sql, tokens
 from reconcile.mapping import INVALID_ID_FOR_EMAIL
 from reconcile.tempfiles import discard, temp_file, temp_space
 
@@ -118,13 +118,14 @@ class _Ensure:
             WITH made AS (
                 INSERT INTO inbound_connections (id, "tenantId", marketplace, countries, status, "createdAt",
                                                  "updatedAt")
-                SELECT replace(gen_random_uuid()::text, '-', ''), e.id, %(connection_marketplace)s,
+                SELECT {row_id_sql('row_number() OVER (ORDER BY e.id COLLATE "C")')}, e.id, %(connection_marketplace)s,
                        CAST(%(countries_json)s AS jsonb), 'DRAFT', {NOW_UTC}, {NOW_UTC}
                 FROM rc_eligible e WHERE NOT EXISTS (SELECT 1 FROM rc_conn c WHERE c.tenant_id = e.id)
+                ORDER BY e.id COLLATE "C"
                 ON CONFLICT DO NOTHING
                 RETURNING "tenantId", id)
             INSERT INTO rc_conn (tenant_id, conn_id, n) SELECT "tenantId", id, 1 FROM made""",
-            connection_marketplace=CONNECTION_MARKETPLACE).rowcount
+            connection_marketplace=CONNECTION_MARKETPLACE, id_prefix=id_prefix()).rowcount
         self.summary["connections_extended"] = self.sql(f"""
             UPDATE inbound_connections ic
             SET countries = ic.countries || m.missing, "updatedAt" = {NOW_UTC}
@@ -148,10 +149,12 @@ class _Ensure:
         """The missing addresses, with tokens from `secrets`; their number, and the announcement of
         those really inserted (to run after the commit)."""
         missing = temp_file()
+        # In tenant order: the addresses are inserted in this order (see row_id_sql).
         count = copy_out(self.ctx.conn, Query("""SELECT c.tenant_id, c.conn_id, x.cc FROM rc_conn c
-                                 CROSS JOIN unnest(%(countries)s::text[]) x(cc)
+                                 CROSS JOIN unnest(%(countries)s::text[]) WITH ORDINALITY x(cc, ord)
                                  WHERE NOT EXISTS (SELECT 1 FROM rc_addr_have h
-                                                   WHERE h.tenant_id = c.tenant_id AND h.country = x.cc)""",
+                                                   WHERE h.tenant_id = c.tenant_id AND h.country = x.cc)
+                                 ORDER BY c.tenant_id COLLATE "C", x.ord""",
                                                   {"countries": list(self.countries)}), missing)
         new_rows = _with_tokens(missing, count, self.domain)
         discard(missing)
@@ -161,9 +164,10 @@ class _Ensure:
         inserted = self.sql(f"""
             INSERT INTO inbound_addresses (id, "connectionId", "tenantId", marketplace, country, token, "emailAddress",
                                            "createdAt", "updatedAt")
-            SELECT replace(gen_random_uuid()::text, '-', ''), conn_id, tenant_id, %(address_marketplace)s, country,
+            SELECT {row_id_sql("row_number() OVER ()")}, conn_id, tenant_id, %(address_marketplace)s, country,
                    token, email, {NOW_UTC}, {NOW_UTC}
-            FROM rc_addr_new ON CONFLICT DO NOTHING""", address_marketplace=ADDRESS_MARKETPLACE).rowcount
+            FROM rc_addr_new ON CONFLICT DO NOTHING""",  # rc_addr_new is read in the order it was written
+            address_marketplace=ADDRESS_MARKETPLACE, id_prefix=id_prefix()).rowcount
         not_ours: set[bytes] = set()
         if inserted < count:  # a concurrent writer took some (tenant, country) first: they exist, not ours
             not_ours = {row[0].encode() for row in self.sql("""
