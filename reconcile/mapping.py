@@ -22,6 +22,10 @@ CLOSED = "CLOSED"
 
 # Characters trimmed from values and names, identical in Python (str.strip) and SQL (btrim).
 TRIM_CHARS = " \t\n\r\x0b\x0c"
+# What SQL ascii() gives for a name that is empty (0) or starts with a trimmed character: the blank
+# check trims only those names. ascii() makes no copy of the name, unlike left(name, 1).
+_TRIM_CODES = ", ".join(str(code) for code in sorted({0, *map(ord, TRIM_CHARS)}))
+assert all(ord(char) < 128 for char in TRIM_CHARS), "ascii() is the code point: the trimmed characters must be ASCII"
 MAX_ID_LENGTH = 128
 MAX_NAME_LENGTH = 255
 
@@ -154,7 +158,9 @@ class Mapping:
         in sync, which is what lets the diff skip unchanged rows with one bytes comparison.
         Length checks look at octet_length first (O(1)); the blank-name check trims only names
         that start with a trimmed character. A tenant of `skip_ids` carries SKIPPED in the
-        verdict column, so the diff sees it even when it is in sync."""
+        verdict column, so the diff sees it even when it is in sync. `OFFSET 0` keeps the inner
+        query from being flattened into the outer one, which would evaluate each mapping CASE
+        twice per row (once for the value, once for the verdict)."""
         where = where or Query("TRUE", {})
         params: dict[str, Any] = {"map_trim": TRIM_CHARS, **where.params}
         plan_case = self._case_sql("plan", self.plan, self.plan_when_empty, params)
@@ -167,13 +173,13 @@ class Mapping:
             "SELECT id, name, coalesce(mp, coalesce(plan, '')), coalesce(ms, coalesce(status, '')),"
             f" CASE{skipped} WHEN id = '' OR (octet_length(id) > {MAX_ID_LENGTH} AND length(id) > {MAX_ID_LENGTH})"
             f" THEN '{INVALID_ID}'"
-            " WHEN name IS NULL OR (strpos(%(map_trim)s, left(name, 1)) > 0 AND btrim(name, %(map_trim)s) = '')"
+            f" WHEN name IS NULL OR (ascii(name) IN ({_TRIM_CODES}) AND btrim(name, %(map_trim)s) = '')"
             f" OR (octet_length(name) > {MAX_NAME_LENGTH} AND length(name) > {MAX_NAME_LENGTH})"
             f" THEN '{INVALID_NAME}'"
             f" WHEN mp IS NULL THEN '{INVALID_PLAN}' WHEN ms IS NULL THEN '{INVALID_STATUS}' ELSE '' END"
             " FROM (SELECT id, name, plan, status,"
             f" {plan_case} AS mp, {status_case} AS ms"
-            f" FROM tenants WHERE {where.sql}) AS t"
+            f" FROM tenants WHERE {where.sql} OFFSET 0) AS t"
             f" ORDER BY {order_by}"
         )
         return Query(sql, params)

@@ -130,7 +130,7 @@ def test_mapping_config_errors():
 
 _raw = st.one_of(st.none(), st.sampled_from(["dev", " PRO", "starter\t", "Enterprise", "", "  ", "gold", "trial",
                                              "ACTIVE", "suspended", "closed", " archived", "deleted", "ünï"]))
-_name = st.one_of(st.sampled_from(["", " ", "\t\n", "ok", " x ", "Ä" * 255, "Ä" * 256]),
+_name = st.one_of(st.sampled_from(["", " ", "\t\n", "\x0b\x0c", "\r", "ok", " x ", "\x0cy", "Ä" * 255, "Ä" * 256]),
                   st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=8))
 _tenant_id = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=6)
 
