@@ -5,6 +5,7 @@ parse their input, call these, and shape the answer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +21,7 @@ from reconcile.report.file import write_report_file
 from reconcile.report.logs import get_logger
 from reconcile.report.model import Report, new_run_id
 from reconcile.settings import Settings
-from reconcile.single import SyncOutcome, TenantStatus, sync_tenant, tenant_status
+from reconcile.single import SyncOutcome, TenantStatus, sync_report, sync_tenant, tenant_status
 
 if TYPE_CHECKING:
     from jobs.scheduler import ScheduledRuns
@@ -103,12 +104,20 @@ def saved_plan_for(settings: Settings, path: str, max_age_s: float) -> SavedPlan
     return planfile.load_plan_file(path, expected, max_age_s)
 
 
-def sync_until_stopped(settings: Settings, tenant_id: str, country: str | None) -> SyncOutcome:
+def sync_until_stopped(settings: Settings, tenant_id: str, country: str | None,
+                       answer: Callable[[SyncOutcome], None]) -> SyncOutcome:
     """`sync TENANT_ID`: one tenant, its inbound address for `country` unless None. Raises
-    TenantNotFound (exit 4) before any run."""
-    run_id = new_run_id()
-    log: Any = get_logger(run_id=run_id)
-    return run_until_stopped(lambda cancel: sync_tenant(settings, tenant_id, country, log, run_id, cancel))
+    TenantNotFound (exit 4) before any run. A sync that does not stop in time is reported as failed
+    by the process itself, which gives `answer` that outcome before it exits."""
+    report = sync_report(settings)
+    log: Any = get_logger(run_id=report.run_id)
+
+    def overdue(message: str) -> None:
+        if report.fail_unless_emitted(message, 7, log.bind(tenant_id=tenant_id)) or not report.completed:
+            answer(SyncOutcome(report))
+
+    return run_until_stopped(lambda cancel: sync_tenant(settings, tenant_id, country, log, cancel, report),
+                             on_overdue=overdue)
 
 
 def status(settings: Settings, tenant_id: str) -> TenantStatus:

@@ -165,17 +165,16 @@ class Api:
         from starlette.responses import JSONResponse
 
         from jobs.answers import sync_answer
-        from reconcile.report.model import new_run_id
-        from reconcile.single import NOT_FOUND, sync_tenant
+        from reconcile.single import NOT_FOUND, sync_report, sync_tenant
 
         try:
             tenant_id, country = sync_request(await self.body_of(request))
         except ValueError as exc:
             return self.error(400, str(exc))
-        run_id = new_run_id()
+        report = sync_report(self.settings, trigger="http")
         try:
             outcome = await run_in_threadpool(sync_tenant, self.settings, tenant_id, country,
-                                              self.log.bind(run_id=run_id), run_id, trigger="http")
+                                              self.log.bind(run_id=report.run_id), None, report)
         except TenantNotFound:
             return self.error(404, NOT_FOUND)
         return JSONResponse(sync_answer(outcome), status_code=STATUS_HTTP.get(outcome.report.status, 200))

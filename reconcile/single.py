@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconcile.actions import CONFLICTS, ERROR
-from reconcile.db.cancel import Cancellation
+from reconcile.db.cancel import RUN_STOPPED, Cancellation
 from reconcile.db.engines import connect, engine_from_settings, translate_db_errors
 from reconcile.db.urls import DatabaseUrl
 from reconcile.errors import DatabaseError, TenantNotFound
@@ -34,19 +34,30 @@ _TENANT = 'SELECT id, name, plan::text AS plan, status::text AS status FROM "Ten
 
 
 @contextmanager
-def _reading(settings: Settings, db: DatabaseUrl, what: str) -> Iterator[sa.Connection]:
-    """One short connection for lookups, with the run's timeouts; errors are exit 7."""
+def _reading(settings: Settings, db: DatabaseUrl, what: str, cancel: Cancellation | None = None,
+             stopped: str = RUN_STOPPED) -> Iterator[sa.Connection]:
+    """One short connection for lookups, with the run's timeouts; errors are exit 7. With `cancel`,
+    a stop request cuts it as it cuts a run's connections, and the lookup fails with `stopped`."""
     engine = engine_from_settings(settings, db, "tenant-reconcile lookup")
     try:
-        with connect(engine, db, retry_s=settings.connect_retry_s, what=what) as conn, \
+        if cancel is not None:
+            cancel.check(stopped)
+        with connect(engine, db, retry_s=settings.connect_retry_s, what=what, cancel=cancel) as conn, \
                 translate_db_errors(f"reading the {what} database failed", db):
+            if cancel is not None:
+                cancel.register(conn.connection.dbapi_connection)
             yield conn
+    except DatabaseError:
+        if cancel is not None:
+            cancel.check(stopped)  # cut because of the stop: say so, not how the cut looked
+        raise
     finally:
         engine.dispose()
 
 
-def _product_row(settings: Settings, tenant_id: str) -> Any:
-    with _reading(settings, settings.require_product(), "product") as conn:
+def _product_row(settings: Settings, tenant_id: str, cancel: Cancellation | None = None,
+                 stopped: str = RUN_STOPPED) -> Any:
+    with _reading(settings, settings.require_product(), "product", cancel, stopped) as conn:
         return conn.exec_driver_sql("SELECT id, name, plan, status FROM tenants WHERE id = %(id)s",
                                     {"id": tenant_id}).first()
 
@@ -74,16 +85,23 @@ class SyncOutcome:
         return self.report.exit_code
 
 
-def sync_tenant(settings: Settings, tenant_id: str, country: str | None, log: Any, run_id: str | None = None,
-                cancel: Cancellation | None = None, trigger: str = "manual") -> SyncOutcome:
+def sync_report(settings: Settings, run_id: str | None = None, trigger: str = "manual") -> Report:
+    """The report of one sync, made before it starts: whoever stops the sync can still emit it."""
+    return Report(run_id=run_id or new_run_id(), mode="apply", shard="0/1", id_limit=settings.report_id_limit,
+                  trigger=trigger)
+
+
+def sync_tenant(settings: Settings, tenant_id: str, country: str | None, log: Any,
+                cancel: Cancellation | None = None, report: Report | None = None) -> SyncOutcome:
     """Reconcile one tenant (create / update / archive) and, unless `country` is None, ensure its
-    inbound address for that country. Raises TenantNotFound (exit 4) before any run."""
+    inbound address for that country. Raises TenantNotFound (exit 4) before any run. `cancel` stops
+    it in any phase, its first lookup included; `report` (see `sync_report`) carries its run id and
+    trigger."""
     settings = settings.with_overrides(shard=Shard())  # one tenant: shards do not apply
-    report = Report(run_id=run_id or new_run_id(), mode="apply", shard="0/1", id_limit=settings.report_id_limit,
-                    trigger=trigger)
+    report = report or sync_report(settings)
     log = log.bind(tenant_id=tenant_id)
     try:
-        found = _product_row(settings, tenant_id)
+        found = _product_row(settings, tenant_id, cancel)
     except DatabaseError as exc:  # like a failed run: a report, then the answer says why
         report.set_databases(settings.require_product(), settings.require_marketplace())
         report.fail(str(exc), exc.exit_code)

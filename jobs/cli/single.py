@@ -60,12 +60,16 @@ def sync(ctx: click.Context, tenant_id: str, country: str, no_inbound: bool, **f
     _check_tenant_id(tenant_id)
     settings = load_with_databases(ctx, flags)
     code = None if no_inbound else _one_country(country)
+
+    def answer(outcome: Any) -> None:
+        print_answer(sync_answer(outcome), settings.log_format, render_sync)
+
     try:
-        outcome = sync_until_stopped(settings, tenant_id, code)
+        outcome = sync_until_stopped(settings, tenant_id, code, answer)
     except TenantNotFound:
         print_answer(not_found(), settings.log_format, render_sync)
         sys.exit(TenantNotFound.exit_code)
-    print_answer(sync_answer(outcome), settings.log_format, render_sync)
+    answer(outcome)
     sys.exit(outcome.exit_code)
 
 

@@ -76,3 +76,47 @@ def test_a_signal_ends_a_run_stalled_in_any_phase_within_10s(faults, sig, phase)
     report = assert_failed_run(out, bound=10, names=(sig.name,))
     assert "nothing written" in report["error"] or "rolled back" in report["error"], report["error"]
     assert_nothing_written(faults.dbs, before)
+
+
+# The product lookup a sync makes before its run (`SELECT ... FROM tenants WHERE id = ...`).
+PRODUCT_LOOKUP = b"FROM tenants WHERE id"
+
+
+def test_a_signal_ends_a_sync_stalled_in_its_product_lookup_with_its_report_and_answer_within_10s(faults):
+    faults.dbs.add_product(("solo", "Solo", "pro", "active"))
+    before = market_state(faults.dbs)
+    rule = faults.product.add("stall", marker=PRODUCT_LOOKUP, direction="s2c")
+    proc = Proc("sync", "solo", env=faults.env(RECONCILE_NETWORK_TIMEOUT="120"))
+    try:
+        assert rule.wait(30), "the sync never sent its product lookup"
+        time.sleep(0.3)
+        proc.signal(signal.SIGTERM)
+        out = proc.finish(deadline=13)
+    finally:
+        proc.kill_if_running()
+    report = assert_failed_run(out, bound=10, names=("SIGTERM",))
+    assert "nothing written" in report["error"], report["error"]
+    answer = out.last_json
+    assert answer["success"] is False and "SIGTERM" in answer["error"], answer
+    assert_nothing_written(faults.dbs, before)
+
+
+def test_a_sync_that_does_not_stop_in_time_is_still_reported_and_answered_and_exits_7_within_10s(faults):
+    """Stalled while connecting (nothing to cancel yet, and a long connect timeout): the process
+    reports for the sync, answers, and exits 7 on its own."""
+    faults.dbs.add_product(("solo", "Solo", "pro", "active"))
+    before = market_state(faults.dbs)
+    spec = PHASES["connect"]
+    rule = faults.product.add("stall", direction=spec.direction, after=spec.after)
+    proc = Proc("sync", "solo", env=faults.env(RECONCILE_NETWORK_TIMEOUT="120", RECONCILE_CONNECT_TIMEOUT="60"))
+    try:
+        assert rule.wait(30), "the sync never connected to the product database"
+        time.sleep(0.3)
+        proc.signal(signal.SIGTERM)
+        out = proc.finish(deadline=13)
+    finally:
+        proc.kill_if_running()
+    assert_failed_run(out, bound=10, names=("SIGTERM",))
+    answer = out.last_json
+    assert answer["success"] is False and "SIGTERM" in answer["error"], answer
+    assert_nothing_written(faults.dbs, before)
