@@ -10,7 +10,7 @@ one after the other. `tenant_status` only reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +22,7 @@ from reconcile.db.cancel import RUN_STOPPED, Cancellation
 from reconcile.db.engines import connect, engine_from_settings, translate_db_errors
 from reconcile.db.urls import DatabaseUrl
 from reconcile.errors import DatabaseError, TenantNotFound
+from reconcile.hooks import HookContext, HookResult, PrepareContext
 from reconcile.inbound import inbound_hook
 from reconcile.mapping import ARCHIVED_MARK, CLOSED, Mapping
 from reconcile.pipeline.run import RunOptions, run_reconcile
@@ -31,6 +32,10 @@ from reconcile.shard import Shard
 
 NOT_FOUND = "Tenant not found in product DB"
 _TENANT = 'SELECT id, name, plan::text AS plan, status::text AS status FROM "Tenant" WHERE id = %(id)s'
+_ADDRESS = """SELECT "emailAddress" FROM inbound_addresses
+              WHERE "tenantId" = %(id)s AND lower(marketplace COLLATE "C") = 'amazon'
+                AND upper(country COLLATE "C") = %(cc)s
+              ORDER BY "createdAt", id LIMIT 1"""
 
 
 @contextmanager
@@ -109,21 +114,37 @@ def sync_tenant(settings: Settings, tenant_id: str, country: str | None, log: An
         return SyncOutcome(report)
     if found is None:
         raise TenantNotFound(NOT_FOUND)
-    hook = inbound_hook(settings, (country,)) if country else None
-    options = RunOptions(tenant_ids=(tenant_id,), hooks=(hook,) if hook else (), cancel=cancel)
+    answer = _AnswerReads(tenant_id, country)
+    inbound = inbound_hook(settings, (country,)) if country else None
+    options = RunOptions(tenant_ids=(tenant_id,), hooks=(*((inbound,) if inbound else ()), answer), cancel=cancel)
     report = run_reconcile(settings, options, log, report)
     if not report.completed:
         return SyncOutcome(report)
     problems = list(report.lists[ERROR.counted_as]) + [
         {"id": c, "error": "conflict", "detail": "changed during the sync"} for c in report.lists[CONFLICTS]]
-    with _reading(settings, settings.require_marketplace(), "marketplace") as conn:
-        tenant = conn.exec_driver_sql(_TENANT, {"id": tenant_id}).mappings().first()
-        address = conn.exec_driver_sql("""SELECT "emailAddress" FROM inbound_addresses
-                                          WHERE "tenantId" = %(id)s AND lower(marketplace COLLATE "C") = 'amazon'
-                                            AND upper(country COLLATE "C") = %(cc)s
-                                          ORDER BY "createdAt", id LIMIT 1""",
-                                       {"id": tenant_id, "cc": country}).scalar() if country else None
-    return SyncOutcome(report, dict(tenant) if tenant else None, address, problems)
+    return SyncOutcome(report, answer.tenant, answer.address, problems)
+
+
+class _AnswerReads:
+    """The last hook of a sync (reconcile.hooks): reads what its answer shows, the tenant row and its
+    inbound address, inside the run's transaction. Nothing is left to read after the commit, so a
+    sync that committed can no longer fail (a read failing here rolls the sync back instead)."""
+
+    def __init__(self, tenant_id: str, country: str | None) -> None:
+        self.tenant_id = tenant_id
+        self.country = country
+        self.tenant: dict[str, Any] | None = None
+        self.address: str | None = None
+
+    def prepare(self, ctx: PrepareContext) -> Callable[[], None]:
+        return lambda: None
+
+    def __call__(self, ctx: HookContext) -> HookResult:
+        row = ctx.conn.exec_driver_sql(_TENANT, {"id": self.tenant_id}).mappings().first()
+        self.tenant = dict(row) if row else None
+        if self.country:
+            self.address = ctx.conn.exec_driver_sql(_ADDRESS, {"id": self.tenant_id, "cc": self.country}).scalar()
+        return HookResult("answer")
 
 
 @dataclass

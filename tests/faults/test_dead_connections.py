@@ -59,3 +59,27 @@ def test_a_dead_connection_during_a_sync_is_exit_7_with_a_report(faults, phase):
     assert_failed_run(out, bound=BOUND, names=faults.names("marketplace"))
     assert out.last_json["success"] is False
     assert_nothing_written(faults.dbs, before)
+
+
+# What a sync reads for its answer (the tenant row, then its inbound address).
+SYNC_ANSWER_READS = [b'SELECT id, name, plan::text AS plan, status::text AS status FROM "Tenant"',
+                     b'SELECT "emailAddress" FROM inbound_addresses']
+
+
+@pytest.mark.parametrize("marker", SYNC_ANSWER_READS, ids=["tenant row", "inbound address"])
+def test_a_sync_never_reports_a_failure_for_what_it_committed(faults, marker):
+    """A connection reset while the sync reads what its answer shows: either the sync failed and
+    nothing is written, or it committed and says so (exit 0, success) - never exit 7 with the
+    tenant written."""
+    faults.dbs.add_product(("solo", "Solo", "pro", "active"))
+    before = market_state(faults.dbs)
+    rule = faults.market.add("reset", marker=marker)
+    out = run("sync", "solo", env=faults.env(), deadline=BOUND + 3)
+    assert_fired(rule, "the sync's read of its answer")
+    if out.code == 0:
+        assert out.report["status"] == "success" and out.last_json["success"] is True, out.tail()
+        assert market_state(faults.dbs)['"Tenant"'], "exit 0 but nothing was written"
+    else:
+        assert_failed_run(out, bound=BOUND, names=faults.names("marketplace"))
+        assert out.last_json["success"] is False
+        assert_nothing_written(faults.dbs, before)
