@@ -13,6 +13,7 @@ from jobs.cli.common import (
     WAIT_LOCK_OPTION,
     expected_errors,
     fail,
+    finish,
     load_with_databases,
     print_answer,
     settings_options,
@@ -70,7 +71,7 @@ def sync(ctx: click.Context, tenant_id: str, country: str, no_inbound: bool, **f
         print_answer(not_found(), settings.log_format, render_sync)
         sys.exit(TenantNotFound.exit_code)
     answer(outcome)
-    sys.exit(outcome.exit_code)
+    finish(outcome.report)  # a sync that failed also says why on stderr, as a run does
 
 
 @click.command(epilog=EPILOG)
