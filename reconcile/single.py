@@ -168,9 +168,13 @@ class TenantStatus:
         return self.product is not None or self.marketplace is not None
 
 
-def tenant_status(settings: Settings, tenant_id: str) -> TenantStatus:
-    product = _product_row(settings, tenant_id)
-    with _reading(settings, settings.require_marketplace(), "marketplace") as conn:
+STATUS_STOPPED = "status stopped ({reason}); it only reads, nothing was changed"
+
+
+def tenant_status(settings: Settings, tenant_id: str, cancel: Cancellation | None = None) -> TenantStatus:
+    """Both rows, the inbound addresses and connections; `cancel` stops the reads (Cancelled)."""
+    product = _product_row(settings, tenant_id, cancel, STATUS_STOPPED)
+    with _reading(settings, settings.require_marketplace(), "marketplace", cancel, STATUS_STOPPED) as conn:
         params = {"id": tenant_id}
         market = conn.exec_driver_sql(_TENANT, params).first()
         addresses = conn.exec_driver_sql(
