@@ -17,6 +17,7 @@ from reconcile.metrics import push_report
 from reconcile.pipeline import planfile
 from reconcile.pipeline.planfile import SavedPlan
 from reconcile.pipeline.run import RunOptions, run_reconcile
+from reconcile.preflight import Preflight, preflight
 from reconcile.report.file import write_report_file
 from reconcile.report.logs import get_logger
 from reconcile.report.model import Report, new_run_id
@@ -121,8 +122,13 @@ def sync_until_stopped(settings: Settings, tenant_id: str, country: str | None,
 
 
 def status(settings: Settings, tenant_id: str) -> TenantStatus:
-    """`status TENANT_ID`: read-only, no lock."""
-    return tenant_status(settings, tenant_id)
+    """`status TENANT_ID`: read-only, no lock. SIGTERM/SIGINT stop it (Cancelled, exit 7)."""
+    return run_until_stopped(lambda cancel: tenant_status(settings, tenant_id, cancel))
+
+
+def check(settings: Settings) -> Preflight:
+    """`check`: the read-only preflight. SIGTERM/SIGINT stop it (Cancelled, exit 7)."""
+    return run_until_stopped(lambda cancel: preflight(settings, cancel))
 
 
 def scheduled_runs(settings: Settings, report_file: str | None, interval_s: float | None = None) -> ScheduledRuns:

@@ -124,5 +124,7 @@ def show(ctx: click.Context, plan_file: str) -> None:
     """Show a saved plan (from `plan --out FILE`) for people: where and when it was made, every action
     with the values read and those to write, the row errors, and the totals."""
     from jobs.plans import read_plan_document, render_plan
+    from jobs.process import default_signals
 
+    default_signals()  # nothing to stop cleanly: Python's own handling
     click.echo(render_plan(read_plan_document(plan_file)))

@@ -120,3 +120,23 @@ def test_a_sync_that_does_not_stop_in_time_is_still_reported_and_answered_and_ex
     answer = out.last_json
     assert answer["success"] is False and "SIGTERM" in answer["error"], answer
     assert_nothing_written(faults.dbs, before)
+
+
+@pytest.mark.parametrize(("command", "marker"), [
+    (("status", "solo"), PRODUCT_LOOKUP),
+    (("check",), b"current_setting('server_version')"),
+], ids=["status", "check"])
+def test_a_signal_ends_a_stalled_status_or_check_with_one_line_and_exit_7_within_10s(faults, command, marker):
+    faults.dbs.add_product(("solo", "Solo", "pro", "active"))
+    rule = faults.product.add("stall", marker=marker, direction="s2c")
+    proc = Proc(*command, env=faults.env(RECONCILE_NETWORK_TIMEOUT="120"))
+    try:
+        assert rule.wait(30), f"{command[0]} never sent its first query"
+        time.sleep(0.3)
+        proc.signal(signal.SIGTERM)
+        out = proc.finish(deadline=13)
+    finally:
+        proc.kill_if_running()
+    assert out.code == 7 and out.elapsed < 10, out.tail()
+    assert out.stderr.splitlines() == [f"tenant-reconcile: {command[0]} stopped (SIGTERM); it only reads, "
+                                       "nothing was changed"], out.tail()
