@@ -18,6 +18,7 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import IO, Any
 
@@ -130,13 +131,27 @@ class IdColumn:
         return self.width
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How action sentences are laid out. An event stream pads its verbs, so that its sentences line
+    up, and always quotes names (the console rendering of a run); a saved plan (`show`) is a list of
+    actions alone: verbs unpadded and, in changes, names bare (control characters still escaped)."""
+
+    verb_width: int = _VERB_WIDTH
+    quote_names: bool = True
+
+
+EVENTS = Layout()
+PLAN = Layout(verb_width=0, quote_names=False)
+
+
 def sentence(verb: str, tenant_id: Any, rest: str = "", *, ids: IdColumn | None = None,
-             colors: bool = False) -> str:
+             colors: bool = False, layout: Layout = EVENTS) -> str:
     """`+ create   kbz-003           "KeyBuzz Labs"  DEV/TRIAL`: symbol, verb, padded id, the rest."""
     symbol, color = _SYMBOLS[verb]
     ident = plain(tenant_id)
     width = (ids or IdColumn()).fit(ident)
-    head = _paint(f"{symbol} {verb:<{_VERB_WIDTH}}", color, colors)
+    head = _paint(f"{symbol} {verb:<{layout.verb_width}}", color, colors)
     return f"{head} {_pad(ident, width)}  {rest}".rstrip()
 
 
@@ -145,26 +160,28 @@ def _name(value: Any) -> str:
     return "(null)" if value is None else quoted(str(value))
 
 
-def _change_value(field: str, value: Any) -> str:
+def _change_value(field: str, value: Any, layout: Layout) -> str:
     if value is None:
         return "(null)"
-    return _name(value) if field == "name" else plain(value)
+    if field == "name":
+        return _name(value) if layout.quote_names else _cell(str(value))
+    return plain(value)
 
 
-def changes_text(changes: Mapping[str, Any]) -> str:
+def changes_text(changes: Mapping[str, Any], layout: Layout = EVENTS) -> str:
     """`plan STARTER -> PRO, name (null) -> "Acme"`."""
-    return ", ".join(f"{field} {_change_value(field, old)} -> {_change_value(field, new)}"
+    return ", ".join(f"{field} {_change_value(field, old, layout)} -> {_change_value(field, new, layout)}"
                      for field, (old, new) in changes.items())
 
 
-def _action(event_dict: Mapping[str, Any]) -> tuple[str, str] | None:
+def _action(event_dict: Mapping[str, Any], layout: Layout = EVENTS) -> tuple[str, str] | None:
     """(verb, rest) of an action event, None for any other event (or one missing its fields)."""
     event, get = event_dict.get("event"), event_dict.get
     if event == "tenant.created":
         return "create", f"{_name(get('name'))}  {_cell(get('plan'))}/{_cell(get('status'))}"
     if event == "tenant.updated" and isinstance(get("changes"), Mapping):
         try:
-            return "update", changes_text(get("changes"))
+            return "update", changes_text(get("changes"), layout)
         except (TypeError, ValueError):  # not [old, new] pairs: rendered as an ordinary line
             return None
     if event == "tenant.archived":
@@ -177,6 +194,17 @@ def _action(event_dict: Mapping[str, Any]) -> tuple[str, str] | None:
     if event == "inbound.created":
         return "inbound", f"{_cell(get('country'))}  {_cell(get('email'))}"
     return None
+
+
+def action_sentence(event_dict: Mapping[str, Any], ids: IdColumn, colors: bool = False,
+                    layout: Layout = EVENTS) -> str | None:
+    """An action event (`tenant.created`, ...) as its sentence; None for any other event. The one
+    rendering of an action: a run's events and a saved plan's actions (`show`) both go through it."""
+    action = _action(event_dict, layout)
+    if action is None:
+        return None
+    verb, rest = action
+    return sentence(verb, event_dict.get("tenant_id"), rest, ids=ids, colors=colors, layout=layout)
 
 
 # -- ordinary events ---------------------------------------------------------------------------------------
@@ -359,11 +387,8 @@ class ConsoleRenderer:
     def __call__(self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> str:
         if event_dict.get("event") == "reconcile.report":
             return render_report(event_dict, self.ids, self.colors)
-        action = _action(event_dict)
-        if action is not None:
-            verb, rest = action
-            return sentence(verb, event_dict.get("tenant_id"), rest, ids=self.ids, colors=self.colors)
-        return line(event_dict, self.colors)
+        said = action_sentence(event_dict, self.ids, self.colors)
+        return said if said is not None else line(event_dict, self.colors)
 
 
 # -- the single-tenant answers ------------------------------------------------------------------------------
