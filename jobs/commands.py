@@ -14,7 +14,7 @@ from reconcile.db.cancel import Cancellation
 from reconcile.hooks import AfterWrite
 from reconcile.inbound import inbound_hook
 from reconcile.metrics import push_report
-from reconcile.pipeline import planfile
+from reconcile.pipeline import guard, planfile
 from reconcile.pipeline.planfile import SavedPlan
 from reconcile.pipeline.run import RunOptions, run_reconcile
 from reconcile.preflight import Preflight, preflight
@@ -49,6 +49,9 @@ class RunRequest:
     only: tuple[str, ...] | None = None    # restrict to these tenants (every rule of a full run)
     plan_out: str | None = None            # a dry run also saves its plan there
     saved_plan: SavedPlan | None = None    # apply exactly this plan
+    # `run` and `plan` take --allow-empty-source; the guard's advice says to rerun with it, or else
+    # (schedule, serve) to apply once with `run --allow-empty-source`.
+    takes_allow_empty_source: bool = False
 
 
 def reconcile_once(settings: Settings, request: RunRequest = RunRequest(), *, cancel: Cancellation | None = None,
@@ -62,7 +65,8 @@ def reconcile_once(settings: Settings, request: RunRequest = RunRequest(), *, ca
     options = RunOptions(dry_run=request.dry_run, force=request.force, cancel=cancel,
                          tenant_ids=saved.only if saved else request.only, plan_out=request.plan_out,
                          saved_plan=saved, hooks=() if saved else hooks_for(settings))
-    report = run_reconcile(settings, options, log, report)
+    with guard.advising(guard.Advice(settings.product_from, request.takes_allow_empty_source)):
+        report = run_reconcile(settings, options, log, report)
     if request.report_file:
         write_report_file(report, request.report_file, log)
     if settings.pushgateway and not request.dry_run:
