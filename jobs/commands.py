@@ -152,5 +152,4 @@ def scheduled_runs(settings: Settings, report_file: str | None, interval_s: floa
         listener = Listener(settings, get_logger(), lambda batch, cancel: reconcile_event_batch(
             settings, batch.ids, batch.source, cancel), full_run)
     return ScheduledRuns(settings, lambda cancel, run_id: full_run("schedule", cancel, run_id),
-                         get_logger(component="schedule"), settings.schedule_stop_grace_s, interval_s,
-                         listener=listener)
+                         get_logger(component="schedule"), interval_s, listener=listener)
