@@ -219,10 +219,6 @@ class RunSlot:
                 self._running = None
                 self._idle.notify_all()
 
-    @property
-    def busy(self) -> bool:
-        return self._running is not None
-
     def finish(self, reason: str, grace_s: float) -> None:
         """After a stop: let the run in progress end within `grace_s`, else cancel it; never wait
         for ever (a cancelled run ends within a few seconds, its calls are cut)."""
