@@ -39,7 +39,7 @@ def init_db(ctx: click.Context, product: str | None, marketplace: str | None, wi
     log = get_logger()
     init_databases(settings.require_product(), settings.require_marketplace(), log)
     if with_trigger:
-        install_trigger(settings.require_product(), log)
+        install_trigger(settings, log)
 
 
 @click.command(epilog=EPILOG)

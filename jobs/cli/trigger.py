@@ -32,4 +32,4 @@ def install_trigger(ctx: click.Context, print_only: bool, **flags: Any) -> None:
     from reconcile.report.logs import get_logger
 
     settings = load(ctx, flags)
-    trigger.install_trigger(settings.require_product(), get_logger())
+    trigger.install_trigger(settings, get_logger())

@@ -140,3 +140,17 @@ def test_a_signal_ends_a_stalled_status_or_check_with_one_line_and_exit_7_within
     assert out.code == 7 and out.elapsed < 10, out.tail()
     assert out.stderr.splitlines() == [f"tenant-reconcile: {command[0]} stopped (SIGTERM); it only reads, "
                                        "nothing was changed"], out.tail()
+
+
+@pytest.mark.parametrize(("stall", "env", "bound"), [
+    # the timeout + 10 s, as for a run (the defaults would take 30 s + a probe)
+    ({"marker": b"CREATE OR REPLACE FUNCTION", "direction": "s2c"}, {"RECONCILE_NETWORK_TIMEOUT": "2"}, 2 + 10),
+    # the connect timeout + the process's start (the default would take 10 s)
+    ({"direction": "c2s", "after": 8}, {"RECONCILE_CONNECT_TIMEOUT": "2"}, 2 + 5),
+], ids=["network timeout", "connect timeout"])
+def test_install_trigger_is_bounded_by_the_same_timeouts_as_a_run(faults, stall, env, bound):
+    rule = faults.product.add("stall", **stall)
+    out = run("install-trigger", env=faults.env(**env), deadline=40)
+    assert_fired(rule, "the install-trigger statement")
+    assert out.code == 7 and out.elapsed < bound, out.tail()
+    assert "cannot install the trigger" in out.stderr or "cannot connect" in out.stderr, out.tail()
