@@ -161,7 +161,7 @@ def check_lock(conn: sa.Connection, report: Preflight, shard: Shard) -> None:
         return
     first = holders[0]
     report.add("run lock", False, f"held by pid {first['pid']} ({first['application_name'] or 'no application_name'}) "
-                                  f"from {first['client_addr']} since {first['since']}", problem=False)
+                                  f"from {first['client_addr']} connected since {first['since']}", problem=False)
 
 
 CHECK_STOPPED = "check stopped ({reason}); it only reads, nothing was changed"

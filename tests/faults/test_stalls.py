@@ -154,3 +154,19 @@ def test_install_trigger_is_bounded_by_the_same_timeouts_as_a_run(faults, stall,
     assert_fired(rule, "the install-trigger statement")
     assert out.code == 7 and out.elapsed < bound, out.tail()
     assert "cannot install the trigger" in out.stderr or "cannot connect" in out.stderr, out.tail()
+
+
+@pytest.mark.parametrize(("whole_path", "says"), [
+    (True, "the server could not be reached to check on it"),
+    (False, "the server is waiting for us, so data was lost on the way"),
+], ids=["whole path stalls", "one connection stalls"])
+def test_a_stalled_peer_is_named_as_the_readme_says(faults, whole_path, says):
+    """What the failure table of the README quotes, for either kind of stall."""
+    seed_bulk(faults.dbs, **BULK)
+    spec = PHASES["marketplace snapshot"]
+    rule = faults.market.add("stall", marker=spec.markers, direction=spec.direction, after=spec.after,
+                             stall_new=whole_path)
+    out = run("run", env=faults.env(RECONCILE_NETWORK_TIMEOUT=str(NETWORK_TIMEOUT)), deadline=BOUND + 3)
+    assert_fired(rule, "marketplace snapshot")
+    report = assert_failed_run(out, bound=BOUND, names=faults.names("marketplace"))
+    assert says in report["error"] and "connection cut (RECONCILE_NETWORK_TIMEOUT)" in report["error"], report["error"]
