@@ -84,7 +84,7 @@ def status(ctx: click.Context, tenant_id: str, **flags: Any) -> None:
 
     Prints the status JSON (with --log-format console, as tables). Read-only, takes no lock. Exit 0,
     or 4 when the tenant is in neither database; exit 2 when TENANT_ID cannot be a tenant id (as for
-    sync)."""
+    sync); exit 7 when a database cannot be read or SIGTERM/SIGINT stopped it (one stderr line)."""
     from jobs.answers import status_answer
     from jobs.commands import status as tenant_status
     from reconcile.errors import TenantNotFound
