@@ -5,6 +5,7 @@ parse their input, call these, and shape the answer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -13,14 +14,15 @@ from reconcile.db.cancel import Cancellation
 from reconcile.hooks import AfterWrite
 from reconcile.inbound import inbound_hook
 from reconcile.metrics import push_report
-from reconcile.pipeline import planfile
+from reconcile.pipeline import guard, planfile
 from reconcile.pipeline.planfile import SavedPlan
 from reconcile.pipeline.run import RunOptions, run_reconcile
+from reconcile.preflight import Preflight, preflight
 from reconcile.report.file import write_report_file
 from reconcile.report.logs import get_logger
 from reconcile.report.model import Report, new_run_id
 from reconcile.settings import Settings
-from reconcile.single import SyncOutcome, TenantStatus, sync_tenant, tenant_status
+from reconcile.single import SyncOutcome, TenantStatus, sync_report, sync_tenant, tenant_status
 
 if TYPE_CHECKING:
     from jobs.metrics import ScheduleMetrics
@@ -48,6 +50,9 @@ class RunRequest:
     only: tuple[str, ...] | None = None    # restrict to these tenants (every rule of a full run)
     plan_out: str | None = None            # a dry run also saves its plan there
     saved_plan: SavedPlan | None = None    # apply exactly this plan
+    # `run` and `plan` take --allow-empty-source; the guard's advice says to rerun with it, or else
+    # (schedule, serve) to apply once with `run --allow-empty-source`.
+    takes_allow_empty_source: bool = False
 
 
 def reconcile_once(settings: Settings, request: RunRequest = RunRequest(), *, cancel: Cancellation | None = None,
@@ -61,7 +66,8 @@ def reconcile_once(settings: Settings, request: RunRequest = RunRequest(), *, ca
     options = RunOptions(dry_run=request.dry_run, force=request.force, cancel=cancel,
                          tenant_ids=saved.only if saved else request.only, plan_out=request.plan_out,
                          saved_plan=saved, hooks=() if saved else hooks_for(settings))
-    report = run_reconcile(settings, options, log, report)
+    with guard.advising(guard.Advice(settings.product_from, request.takes_allow_empty_source)):
+        report = run_reconcile(settings, options, log, report)
     if request.report_file:
         write_report_file(report, request.report_file, log)
     if settings.pushgateway and not request.dry_run:
@@ -104,17 +110,30 @@ def saved_plan_for(settings: Settings, path: str, max_age_s: float) -> SavedPlan
     return planfile.load_plan_file(path, expected, max_age_s)
 
 
-def sync_until_stopped(settings: Settings, tenant_id: str, country: str | None) -> SyncOutcome:
+def sync_until_stopped(settings: Settings, tenant_id: str, country: str | None,
+                       answer: Callable[[SyncOutcome], None]) -> SyncOutcome:
     """`sync TENANT_ID`: one tenant, its inbound address for `country` unless None. Raises
-    TenantNotFound (exit 4) before any run."""
-    run_id = new_run_id()
-    log: Any = get_logger(run_id=run_id)
-    return run_until_stopped(lambda cancel: sync_tenant(settings, tenant_id, country, log, run_id, cancel))
+    TenantNotFound (exit 4) before any run. A sync that does not stop in time is reported as failed
+    by the process itself, which gives `answer` that outcome before it exits."""
+    report = sync_report(settings)
+    log: Any = get_logger(run_id=report.run_id)
+
+    def overdue(message: str) -> None:
+        if report.fail_unless_emitted(message, 7, log.bind(tenant_id=tenant_id)) or not report.completed:
+            answer(SyncOutcome(report))
+
+    return run_until_stopped(lambda cancel: sync_tenant(settings, tenant_id, country, log, cancel, report),
+                             on_overdue=overdue)
 
 
 def status(settings: Settings, tenant_id: str) -> TenantStatus:
-    """`status TENANT_ID`: read-only, no lock."""
-    return tenant_status(settings, tenant_id)
+    """`status TENANT_ID`: read-only, no lock. SIGTERM/SIGINT stop it (Cancelled, exit 7)."""
+    return run_until_stopped(lambda cancel: tenant_status(settings, tenant_id, cancel))
+
+
+def check(settings: Settings) -> Preflight:
+    """`check`: the read-only preflight. SIGTERM/SIGINT stop it (Cancelled, exit 7)."""
+    return run_until_stopped(lambda cancel: preflight(settings, cancel))
 
 
 def scheduled_runs(settings: Settings, report_file: str | None, interval_s: float | None = None) -> ScheduledRuns:
@@ -142,8 +161,7 @@ def scheduled_runs(settings: Settings, report_file: str | None, interval_s: floa
         listener = Listener(settings, get_logger(), lambda batch, cancel: observed(reconcile_event_batch(
             settings, batch.ids, batch.source, cancel)), full_run, metrics=metrics)
     runs = ScheduledRuns(settings, lambda cancel, run_id: full_run("schedule", cancel, run_id),
-                         get_logger(component="schedule"), settings.schedule_stop_grace_s, interval_s,
-                         listener=listener)
+                         get_logger(component="schedule"), interval_s, listener=listener)
     if metrics is not None and settings.metrics_port is not None:
         from jobs.metrics import MetricsServer
 

@@ -15,11 +15,15 @@ value they reject.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hmac
+import os
 import socket
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import unquote_to_bytes
 
 import orjson
@@ -28,6 +32,11 @@ from reconcile.errors import ConfigError, ReconcileError, TenantNotFound
 from reconcile.ids import tenant_id_problem
 from reconcile.report.model import ABORTED, FAILED, LOCKED, PARTIAL
 from reconcile.settings import Settings, parse_countries, read_variable
+
+if TYPE_CHECKING:
+    from reconcile.db.cancel import Cancellation
+
+T = TypeVar("T")
 
 KEY_HEADER = "X-Internal-Key"
 KEY_ENV = "INBOUND_WEBHOOK_KEY"
@@ -115,15 +124,65 @@ def sync_request(data: dict[str, Any]) -> tuple[str, str | None]:
     return str(tenant_id), countries[0]
 
 
+class InFlight:
+    """The runs this server has in progress, each with its Cancellation: a stop cancels them all
+    (each is rolled back unless it had committed, and answers), and one that starts after the stop
+    is cancelled at once. A run counts as in flight for as long as its worker thread runs it."""
+
+    def __init__(self) -> None:
+        self._idle = threading.Condition()
+        self._running: set[Cancellation] = set()
+        self._stopping: str | None = None
+
+    def call(self, work: Callable[[Cancellation], T]) -> T:
+        """`work(cancel)`, in the calling (worker) thread, as a run of this server."""
+        from reconcile.db.cancel import Cancellation
+
+        cancel = Cancellation()
+        with self._idle:
+            self._running.add(cancel)
+            stopping = self._stopping
+        if stopping is not None:
+            cancel.cancel(stopping)
+        try:
+            return work(cancel)
+        finally:
+            with self._idle:
+                self._running.discard(cancel)
+                self._idle.notify_all()
+
+    @property
+    def count(self) -> int:
+        with self._idle:
+            return len(self._running)
+
+    def stop(self, reason: str) -> None:
+        with self._idle:
+            self._stopping = reason
+            running = list(self._running)
+        for cancel in running:
+            cancel.cancel(reason)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once no run is in flight; False when some still are after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._running and time.monotonic() < deadline:
+                self._idle.wait(min(0.2, max(deadline - time.monotonic(), 0.0)))
+            return not self._running
+
+
 class Api:
     """The endpoints; each handler reads its input, calls the domain function in a worker thread
     (they block on the databases) and shapes the answer (jobs.answers)."""
 
-    def __init__(self, settings: Settings, key: str | None, dev: bool, log: Any) -> None:
+    def __init__(self, settings: Settings, key: str | None, dev: bool, log: Any,
+                 runs: InFlight | None = None) -> None:
         self.settings = settings
         self.key = key
         self.dev = dev
         self.log = log
+        self.runs = runs or InFlight()
 
     @staticmethod
     def error(status: int, message: str) -> Any:
@@ -165,17 +224,17 @@ class Api:
         from starlette.responses import JSONResponse
 
         from jobs.answers import sync_answer
-        from reconcile.report.model import new_run_id
-        from reconcile.single import NOT_FOUND, sync_tenant
+        from reconcile.single import NOT_FOUND, sync_report, sync_tenant
 
         try:
             tenant_id, country = sync_request(await self.body_of(request))
         except ValueError as exc:
             return self.error(400, str(exc))
-        run_id = new_run_id()
+        report = sync_report(self.settings, trigger="http")
+        log = self.log.bind(run_id=report.run_id)
         try:
-            outcome = await run_in_threadpool(sync_tenant, self.settings, tenant_id, country,
-                                              self.log.bind(run_id=run_id), run_id, trigger="http")
+            outcome = await run_in_threadpool(self.runs.call, lambda cancel: sync_tenant(
+                self.settings, tenant_id, country, log, cancel, report))
         except TenantNotFound:
             return self.error(404, NOT_FOUND)
         return JSONResponse(sync_answer(outcome), status_code=STATUS_HTTP.get(outcome.report.status, 200))
@@ -188,11 +247,16 @@ class Api:
         from jobs.commands import RunRequest, new_report, reconcile_once
         from reconcile.single import unchanged_ids
 
-        report = await run_in_threadpool(reconcile_once, self.settings, RunRequest(),
-                                         report=new_report(self.settings, False, trigger="http"))
+        report = new_report(self.settings, False, trigger="http")
+        report = await run_in_threadpool(self.runs.call, lambda cancel: reconcile_once(
+            self.settings, RunRequest(), cancel=cancel, report=report))
         if not report.completed:
             return self.error(STATUS_HTTP[report.status], report.error or report.status)
-        unchanged = await run_in_threadpool(unchanged_ids, self.settings, report)
+        try:
+            unchanged = await run_in_threadpool(unchanged_ids, self.settings, report)
+        except ReconcileError as exc:  # the run is done (committed): its answer stands, without that list
+            self.log.warning("http.unchanged_ids_failed", run_id=report.run_id, error=str(exc))
+            unchanged = []  # the answer says `truncated`
         return JSONResponse(sync_all_answer(report, unchanged))
 
     async def status(self, request: Any) -> Any:
@@ -206,7 +270,8 @@ class Api:
         problem = path_problem(request.scope.get("raw_path")) or tenant_id_problem(tenant_id)
         if problem:
             return self.error(400, problem)
-        found = await run_in_threadpool(tenant_status, self.settings, tenant_id)
+        found = await run_in_threadpool(self.runs.call, lambda cancel: tenant_status(self.settings, tenant_id,
+                                                                                      cancel))
         return JSONResponse(status_answer(found), status_code=200 if found.found else 404)
 
     def guarded(self, handler: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
@@ -229,13 +294,14 @@ class Api:
         return endpoint
 
 
-def create_app(settings: Settings, key: str | None, dev: bool, log: Any) -> Any:
-    """The ASGI application; `key` None is only allowed in dev mode."""
+def create_app(settings: Settings, key: str | None, dev: bool, log: Any, runs: InFlight | None = None) -> Any:
+    """The ASGI application; `key` None is only allowed in dev mode. `runs` tracks its runs in
+    flight, for the stop (`serve_until_stopped`)."""
     from starlette.applications import Starlette
     from starlette.responses import JSONResponse
     from starlette.routing import Route
 
-    api = Api(settings, key, dev, log)
+    api = Api(settings, key, dev, log, runs)
 
     async def healthz(request: Any) -> Any:
         return JSONResponse({"status": "ok"})
@@ -278,6 +344,65 @@ def _logged(app: Any, log: Any) -> Any:
                      duration_ms=round((time.perf_counter() - started) * 1000, 1))
 
     return asgi
+
+
+# After SIGTERM: the runs in flight are cancelled and end within a few seconds (their statements
+# cancelled, then their connections cut 2 s later); uvicorn lets their requests answer for this long,
+# then drops what is left, so that the process exits within 10 s of the signal.
+GRACEFUL_S = 6
+ABANDON_AFTER_S = 2.0
+
+
+def serve_until_stopped(config: Any, sockets: list[socket.socket], runs: InFlight, log: Any) -> None:
+    """Run uvicorn's server under the process lifecycle (jobs.process): SIGTERM or SIGINT stop it
+    taking requests and cancel the runs in flight (rolled back unless committed; each answers 503
+    while its connection is open); the process then exits 0 within 10 s. uvicorn's own signal
+    handling is off: it waits for every request with no bound, then dies of the signal (143)."""
+    import uvicorn
+
+    from jobs.process import StopSignal
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Any:  # the StopSignal below has the signals
+            yield
+
+    config.timeout_graceful_shutdown = GRACEFUL_S
+    stop = StopSignal().install()
+    server = Server(config)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if stop.wait(0.2):
+                log.info("http.stopping", reason=stop.name, in_flight=runs.count)
+                runs.stop(stop.name)
+                server.should_exit = True
+                return
+
+    watcher = threading.Thread(target=watch, name="http-stop", daemon=True)
+    watcher.start()
+    try:
+        server.run(sockets=sockets)
+    finally:
+        done.set()
+        watcher.join(1.0)
+        stop.close()
+    if stop.requested:
+        _stopped(stop.name, runs, log)
+
+
+def _stopped(reason: str, runs: InFlight, log: Any) -> None:
+    """After the server stopped on a signal. A run still blocked (its thread cannot be cut, e.g. in
+    a connect) is left behind: nothing it did is committed unless it had committed already."""
+    if runs.wait_idle(ABANDON_AFTER_S):
+        log.info("http.stopped", reason=reason)
+        return
+    log.error("http.run_abandoned", reason=reason, in_flight=runs.count,
+              detail="a cancelled run did not end in time; exiting without it")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # a worker thread still blocked would keep the interpreter from exiting
 
 
 BACKLOG = 2048  # uvicorn's default

@@ -1,4 +1,10 @@
-"""`show FILE`: a saved plan rendered for people (what `run --plan FILE` would apply)."""
+"""`show FILE`: a saved plan rendered for people (what `run --plan FILE` would apply).
+
+Every action is rendered by the console's one rendering of actions (reconcile.report.console), as
+the event it would be announced by once applied; the summary is the console's Plan line. A file is
+checked before it is rendered: anything missing or of the wrong shape is one line naming the file
+and what is wrong (exit 2).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,17 @@ from typing import Any
 
 import orjson
 
+from reconcile.actions import ARCHIVE, BY_NAME, CREATE, ERROR, UPDATE, WRITES
 from reconcile.errors import ConfigError
 from reconcile.pipeline.planfile import FORMAT
+from reconcile.report.console import PLAN, IdColumn, action_sentence, plain, plan_line
+
+_FIELDS = ("name", "plan", "status")
+_WRITES = {kind.name for kind in WRITES}
 
 
 def read_plan_document(path: str) -> dict[str, Any]:
+    """The saved plan at `path`, checked to hold what `show` renders (ConfigError: exit 2)."""
     try:
         document = orjson.loads(Path(path).read_bytes())
     except OSError as exc:
@@ -21,55 +33,83 @@ def read_plan_document(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path} is not JSON (expected a file written by plan --out)") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a saved plan (expected a file written by plan --out)")
+    problem = plan_problem(document)
+    if problem:
+        raise ConfigError(f"{path} is not a complete saved plan: {problem}")
     return document
 
 
-def _quote(value: Any) -> str:
-    return "(null)" if value is None else str(value)
+def created_at(document: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(document["created_at"]).replace("Z", "+00:00"))
 
 
-def action_line(action: dict[str, Any], width: int) -> str:
-    """One action as the console rendering of a run shows it."""
-    tenant = action["id"].ljust(width)
+def plan_problem(document: dict[str, Any]) -> str | None:
+    """What keeps `document` from being rendered, in a few words; None when nothing does."""
+    if "created_at" not in document:
+        return "created_at is missing"
+    try:
+        if not isinstance(document["created_at"], str) or created_at(document).tzinfo is None:
+            raise ValueError
+    except ValueError:
+        return f"created_at {repr(document['created_at'])[:40]} is not a time (ISO 8601 with a time zone)"
+    for key, kind in (("product", dict), ("marketplace", dict), ("counts", dict), ("actions", list),
+                      ("errors", list)):
+        if key not in document:
+            return f"{key} is missing"
+        if not isinstance(document[key], kind):
+            return f"{key} is not {'an object' if kind is dict else 'a list'}"
+    for n, action in enumerate(document["actions"], 1):
+        if not isinstance(action, dict) or action.get("action") not in _WRITES:
+            return f"action {n} is not a create, update or archive"
+        if not isinstance(action.get("write"), dict) or not isinstance(action.get("read") or {}, dict):
+            return f"action {n} has no values to write"
+    if any(not isinstance(error, dict) for error in document["errors"]):
+        return "errors holds something that is not a row error"
+    return None
+
+
+def _as_event(action: dict[str, Any]) -> dict[str, Any]:
+    """A planned action as the event that would announce it once applied."""
+    kind = BY_NAME[action["action"]]
     write, read = action["write"], action.get("read") or {}
-    if action["action"] == "create":
-        return f"+ create {tenant}  \"{write['name']}\"  {write['plan']}/{write['status']}"
-    if action["action"] == "update":
-        changes = [f"{name} {_quote(read.get(name))} -> {_quote(write[name])}"
-                   for name in ("name", "plan", "status") if read.get(name) != write[name]]
-        return f"~ update {tenant}  {', '.join(changes)}"
-    return f"- archive {tenant}{'  (orphan)' if action.get('orphan') else ''}"
+    if kind is CREATE:
+        fields: dict[str, Any] = {name: write.get(name) for name in _FIELDS}
+    elif kind is UPDATE:
+        fields = {"changes": {name: [read.get(name), write.get(name)] for name in _FIELDS
+                              if read.get(name) != write.get(name)}}
+    else:
+        fields = {"orphan": action.get("orphan") is True}
+    return {"event": kind.event, "tenant_id": action.get("id"), **fields}
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
-
-
-def summary_line(counts: dict[str, int], orphans_archived: bool = False) -> str:
-    return (f"Plan: {counts.get('created', 0)} to create, {counts.get('updated', 0)} to update, "
-            f"{counts.get('archived', 0)} to archive. {_plural(counts.get('orphans', 0), 'orphan')} "
-            f"({'archived' if orphans_archived else 'reported'}), {_plural(counts.get('errors', 0), 'row error')}, "
-            f"{counts.get('skipped', 0)} skipped.")
+def _row_error(error: dict[str, Any]) -> dict[str, Any]:
+    return {"event": ERROR.event, "tenant_id": error.get("id"), "error": error.get("error"),
+            "detail": error.get("detail")}
 
 
 def render_plan(document: dict[str, Any], now: datetime | None = None) -> str:
+    """A document `read_plan_document` accepted, for people."""
     now = now or datetime.now(UTC)
-    made = datetime.fromisoformat(document["created_at"].replace("Z", "+00:00"))
-    age_h = (now - made).total_seconds() / 3600
-    lines = [f"Saved plan {document['run_id']}, made {document['created_at']} ({age_h:.1f} h ago)",
-             f"  product      {document['product']['db']} ({document['product']['tenants']} tenants)",
-             f"  marketplace  {document['marketplace']['db']} ({document['marketplace']['tenants']} tenants)",
-             f"  shard {document['shard']}"
-             + (f", only {len(document['only'])} tenants" if document.get("only") is not None else "")
-             + f", mapping {document['mapping'][:19]}…", ""]
+    age_h = (now - created_at(document)).total_seconds() / 3600
+    product, market = document["product"], document["marketplace"]
+    only = document.get("only")
+    lines = [f"Saved plan {plain(document.get('run_id'))}, made {document['created_at']} ({age_h:.1f} h ago)",
+             f"  product      {plain(product.get('db'))} ({plain(product.get('tenants'))} tenants)",
+             f"  marketplace  {plain(market.get('db'))} ({plain(market.get('tenants'))} tenants)",
+             f"  shard {plain(document.get('shard'))}"
+             + (f", only {len(only)} tenants" if isinstance(only, list) else "")
+             + f", mapping {plain(str(document.get('mapping'))[:19])}…", ""]
     actions = document["actions"]
-    width = max([16, *(len(a["id"]) for a in actions)])
-    lines += [action_line(action, width) for action in actions]
+    ids = IdColumn()
+    ids.fit(*(plain(item.get("id")) for item in [*actions, *document["errors"]]))
+    said = [action_sentence(_as_event(action), ids, layout=PLAN) for action in actions]
+    lines += [line for line in said if line is not None]
     if actions:
         lines.append("")
-    for error in document.get("errors", []):
-        lines.append(f"! error {error['id'].ljust(width)}  {error['error']}: {error['detail']}")
-    archived_orphans = any(a.get("orphan") for a in actions)
-    lines.append(summary_line(document["counts"], archived_orphans))
+    lines += [line for line in (action_sentence(_row_error(error), ids, layout=PLAN)
+                                for error in document["errors"]) if line is not None]
+    archived = [action.get("id") for action in actions if action["action"] == ARCHIVE.name]
+    lines.append(plan_line({"counts": document["counts"], "orphans": document.get("orphans") or [],
+                            "archived": archived}))
     lines.append("Apply exactly this plan with: tenant-reconcile run --plan FILE")
     return "\n".join(lines)

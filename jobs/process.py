@@ -11,7 +11,14 @@ code holds. The main thread then does the stopping:
 - the scheduler waits on `StopSignal.wait()`, then stops taking runs and gives the current one its
   grace time (jobs.scheduler).
 
+The handling starts before the heavy imports (`catch_signals_early`, from `jobs.main`): a signal
+that comes while the command is still loading is recorded, and the StopSignal the command installs
+acts on it at once; commands with nothing to stop cleanly get Python's own handling back
+(`default_signals`).
+
 Kubernetes sends SIGTERM at `activeDeadlineSeconds`, on eviction and on a rolling update.
+
+Light to import (no database driver): `jobs.main` imports it first.
 """
 
 from __future__ import annotations
@@ -24,12 +31,42 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from reconcile.db.cancel import Cancellation
 from reconcile.threads import Worker
 
+if TYPE_CHECKING:
+    from reconcile.db.cancel import Cancellation
+
 T = TypeVar("T")
+_EARLY: list[int] = []  # the first SIGTERM/SIGINT that came before a StopSignal was installed
+
+
+def _record_early(signum: int, _frame: Any) -> None:
+    if not _EARLY:
+        _EARLY.append(signum)
+
+
+def catch_signals_early() -> None:
+    """From `jobs.main`, before the heavy imports: from now on a SIGTERM/SIGINT is recorded instead
+    of killing the process half-way through its imports; the StopSignal the command installs
+    (`run`, `sync`, `status`, `check`, `schedule`, `serve`, `demo`) sees it at once and stops as
+    for any later signal (a run with its report)."""
+    if threading.current_thread() is threading.main_thread():
+        for sig in StopSignal.SIGNALS:
+            signal.signal(sig, _record_early)
+
+
+def default_signals() -> None:
+    """For a command with nothing to stop cleanly (`show`, `init-db`, `install-trigger`): Python's own
+    handling back (SIGINT is KeyboardInterrupt, SIGTERM ends the process), and a signal recorded
+    while it was loading delivered now."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if _EARLY:
+        signal.raise_signal(_EARLY[0])
 
 STOP_BOUND_S = 8.0
 OVERDUE_EXIT = 7
@@ -48,10 +85,13 @@ class StopSignal:
         self._previous: dict[int, Any] = {}
 
     def install(self) -> StopSignal:
-        """From the main thread, as early as possible: a signal before this kills the process."""
+        """From the main thread, as early as possible; a signal recorded before (`catch_signals_early`)
+        counts as received now."""
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._on_signal)
+            if _EARLY:
+                self._on_signal(_EARLY[0], None)
         return self
 
     def restore(self) -> None:
@@ -104,11 +144,16 @@ def run_until_stopped(work: Callable[[Cancellation], T], *, on_overdue: Callable
     request; a stop cancels the work (`cancel.cancel`), which then ends by itself with its report.
     Returns what `work` returned, or raises what it raised. With `restore` False the handlers stay
     (the process is about to exit and a late signal must not kill it half-way)."""
+    from reconcile.db.cancel import Cancellation
+
     stop = stop or StopSignal()
     stop.install()
     cancel = Cancellation()
-    worker = Worker(lambda: work(cancel), "work").start()
     stopped_at: float | None = None
+    if stop.requested:  # a signal while the command was loading: the work starts stopped
+        stopped_at = time.monotonic()
+        cancel.cancel(stop.name)
+    worker = Worker(lambda: work(cancel), "work").start()
     try:
         while not worker.join(0 if stopped_at is None else 0.2):
             if stopped_at is None and stop.wait(0.2):
@@ -159,6 +204,8 @@ class RunSlot:
 
     def run(self, work: Callable[[Cancellation], T]) -> T | None:
         """`work(cancel)` once the slot is free; None, without running it, when a stop comes first."""
+        from reconcile.db.cancel import Cancellation
+
         with self._idle:
             while self._running is not None and not self._stopping():
                 self._idle.wait(0.2)
@@ -171,10 +218,6 @@ class RunSlot:
             with self._idle:
                 self._running = None
                 self._idle.notify_all()
-
-    @property
-    def busy(self) -> bool:
-        return self._running is not None
 
     def finish(self, reason: str, grace_s: float) -> None:
         """After a stop: let the run in progress end within `grace_s`, else cancel it; never wait

@@ -104,14 +104,13 @@ class ScheduledRuns:
     """Owns the scheduler, the run in progress and the shutdown sequence."""
 
     def __init__(self, settings: Settings, run_once: Callable[[Cancellation, str], Report], log: Any,
-                 stop_grace_s: float, interval_s: float | None = None, stop: StopSignal | None = None,
-                 slot: RunSlot | None = None, listener: Any = None) -> None:
-        self._stop = stop or StopSignal().install()  # the caller may have installed one earlier still
+                 interval_s: float | None = None, listener: Any = None) -> None:
+        self._stop = StopSignal().install()  # a signal since the process started counts (jobs.process)
         from apscheduler.schedulers.background import BackgroundScheduler
 
         self.settings = settings
         self.log = log
-        self.stop_grace_s = stop_grace_s
+        self.stop_grace_s = settings.schedule_stop_grace_s
         self._run_once = run_once
         self.timezone = parse_timezone(settings.schedule_timezone)
         self.trigger = parse_cron(settings.schedule_cron, self.timezone)
@@ -121,7 +120,7 @@ class ScheduledRuns:
             self.trigger = IntervalTrigger(seconds=interval_s, timezone=self.timezone)
         # In its own thread: the main thread stays free to wait for the stop and carry it out.
         self.scheduler = BackgroundScheduler(timezone=self.timezone)
-        self.slot = slot or RunSlot(lambda: self._stop.requested, log)
+        self.slot = RunSlot(lambda: self._stop.requested, log)
         self.listener = listener
         self.metrics_server: Any = None  # jobs.metrics.MetricsServer, listening until the process stops
 

@@ -3,8 +3,8 @@
 A kind says how its rows are spooled by the plan (`columns`), staged (`table`), written
 (`write_sql`), counted and listed in the report (`counted_as`, `entry`), announced after the
 commit (`event`, `event_fields`) and named for people (`verb`). The plan, the staging, the writes,
-the tally, the report's keys, the HTTP answers and the demo all read this table: a new kind is one
-entry here plus the diff rule that produces it.
+the tally, the report's keys, the HTTP answers, the console rendering and the demo all read this
+table: a new kind is one entry here plus the diff rule that produces it.
 
 Rows are COPY text fields (bytes, still escaped, see reconcile.copytext) in the order of `columns`.
 """
@@ -27,6 +27,7 @@ class Kind:
     name: str                       # what the diff calls it: "create"
     counted_as: str                 # its key in counts and its report list: "created"
     verb: str                       # for people: "create"
+    symbol: str = ""                # before its sentence in the console rendering: "+"; "" if it has none
     columns: tuple[str, ...] = ()   # spool layout; () for a kind that is only counted
     table: str | None = None        # its staging temp table (write kinds)
     write_sql: str | None = None    # compare-and-set statement; returns the ids it could NOT apply
@@ -69,7 +70,7 @@ _CAS = ("t.name IS NOT DISTINCT FROM {a}.name AND t.plan::text IS NOT DISTINCT F
 # matched as read, so the row is repaired instead of conflicting every night), and returns the
 # planned ids it could not apply (the conflicts).
 CREATE = Kind(
-    "create", "created", "create", ("id", "slug", "name", "plan", "status"), "rc_create",
+    "create", "created", "create", "+", ("id", "slug", "name", "plan", "status"), "rc_create",
     f"""WITH done AS (
     INSERT INTO "Tenant" (id, slug, name, plan, status, "createdAt", "updatedAt")
     SELECT id, slug, name, plan::"BillingPlan", status::"TenantStatus", {NOW_UTC}, {NOW_UTC} FROM rc_create
@@ -81,7 +82,7 @@ SELECT c.id FROM rc_create c WHERE NOT EXISTS (SELECT 1 FROM done WHERE done.id 
     event_fields=lambda row: {"name": copytext.decode(row[2]), "plan": row[3].decode(), "status": row[4].decode()},
 )
 UPDATE = Kind(
-    "update", "updated", "update", ("id", "name", "plan", "status", "new_name", "new_plan", "new_status"),
+    "update", "updated", "update", "~", ("id", "name", "plan", "status", "new_name", "new_plan", "new_status"),
     "rc_update",
     f"""WITH done AS (
     UPDATE "Tenant" t
@@ -97,7 +98,7 @@ SELECT u.id FROM rc_update u WHERE NOT EXISTS (SELECT 1 FROM done WHERE done.id 
     event_fields=lambda row: {"changes": changes(row)},
 )
 ARCHIVE = Kind(
-    "archive", "archived", "archive", ("id", "name", "plan", "status", "orphan"), "rc_archive",
+    "archive", "archived", "archive", "-", ("id", "name", "plan", "status", "orphan"), "rc_archive",
     f"""WITH done AS (
     UPDATE "Tenant" t
     SET status = 'CLOSED', "updatedAt" = {NOW_UTC}
@@ -109,10 +110,10 @@ SELECT a.id FROM rc_archive a WHERE NOT EXISTS (SELECT 1 FROM done WHERE done.id
     "tenant.archived",
     event_fields=lambda row: {"previous_status": copytext.value(row[3]), "orphan": row[4] == b"t"},
 )
-ERROR = Kind("error", "errors", "row error", ("id", "error", "detail"), event="tenant.error", entry=_error_entry,
+ERROR = Kind("error", "errors", "row error", "!", ("id", "error", "detail"), event="tenant.error", entry=_error_entry,
              event_fields=lambda row: {"error": row[1].decode(), "detail": copytext.decode(row[2])})
-ORPHAN = Kind("orphan", "orphans", "orphan", ("id",))
-SKIP = Kind("skip", "skipped", "skip", ("id",))
+ORPHAN = Kind("orphan", "orphans", "orphan", "*", ("id",))
+SKIP = Kind("skip", "skipped", "skip", columns=("id",))
 UNCHANGED = Kind("unchanged", "unchanged", "unchanged", listed=False)
 
 KINDS = (CREATE, UPDATE, ARCHIVE, UNCHANGED, ORPHAN, ERROR, SKIP)

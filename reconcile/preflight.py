@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconcile.db import lock
+from reconcile.db.cancel import Cancellation
 from reconcile.db.engines import connect, engine_from_settings, translate_db_errors
 from reconcile.errors import ConfigError, DatabaseError
 from reconcile.mapping import ARCHIVED, CLOSED, Mapping
@@ -160,25 +161,35 @@ def check_lock(conn: sa.Connection, report: Preflight, shard: Shard) -> None:
         return
     first = holders[0]
     report.add("run lock", False, f"held by pid {first['pid']} ({first['application_name'] or 'no application_name'}) "
-                                  f"from {first['client_addr']} since {first['since']}", problem=False)
+                                  f"from {first['client_addr']} connected since {first['since']}", problem=False)
 
 
-def preflight(settings: Settings) -> Preflight:
+CHECK_STOPPED = "check stopped ({reason}); it only reads, nothing was changed"
+
+
+def preflight(settings: Settings, cancel: Cancellation | None = None) -> Preflight:
     """`check`: both databases reachable (versions, clock offset), the tables, columns and enum labels
-    the tool needs, the mapping's targets, the grants, and the run lock. Reads only; takes no lock."""
+    the tool needs, the mapping's targets, the grants, and the run lock. Reads only; takes no lock.
+    `cancel` stops it in any step (Cancelled, exit 7), as it stops a run."""
     report = Preflight()
     for what in ("product", "marketplace"):
         db = settings.require_product() if what == "product" else settings.require_marketplace()
         engine = engine_from_settings(settings, db, "tenant-reconcile check")
         try:
-            with connect(engine, db, retry_s=settings.connect_retry_s, what=what) as conn, \
+            if cancel is not None:
+                cancel.check(CHECK_STOPPED)
+            with connect(engine, db, retry_s=settings.connect_retry_s, what=what, cancel=cancel) as conn, \
                     translate_db_errors(f"checking the {what} database failed", db):
+                if cancel is not None:
+                    cancel.register(conn.connection.dbapi_connection)
                 facts = server_facts(conn)
                 source = settings.product_from if what == "product" else settings.marketplace_from
                 report.databases[what] = {"db": db.display, "from": source, **facts}
                 report.add(f"{what} database reachable", True, f"PostgreSQL {facts['version']} as {facts['user']}")
                 _check_database(conn, report, what, settings)
         except DatabaseError as exc:
+            if cancel is not None:
+                cancel.check(CHECK_STOPPED)  # cut because of the stop: not an unreachable database
             report.unreachable = True
             report.databases[what] = {"db": db.display}
             report.add(f"{what} database reachable", False, str(exc))

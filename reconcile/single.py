@@ -10,7 +10,7 @@ one after the other. `tenant_status` only reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,12 +18,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconcile.actions import CONFLICTS, ERROR
-from reconcile.db.cancel import Cancellation
+from reconcile.db.cancel import RUN_STOPPED, Cancellation
 from reconcile.db.copy import server_encoding
 from reconcile.db.engines import connect, engine_from_settings, translate_db_errors
 from reconcile.db.sql import utf8_order
 from reconcile.db.urls import DatabaseUrl
 from reconcile.errors import DatabaseError, TenantNotFound
+from reconcile.hooks import HookContext, HookResult, PrepareContext
 from reconcile.inbound import inbound_hook
 from reconcile.mapping import ARCHIVED_MARK, CLOSED, Mapping
 from reconcile.pipeline.run import RunOptions, run_reconcile
@@ -33,22 +34,37 @@ from reconcile.shard import Shard
 
 NOT_FOUND = "Tenant not found in product DB"
 _TENANT = 'SELECT id, name, plan::text AS plan, status::text AS status FROM "Tenant" WHERE id = %(id)s'
+_ADDRESS = """SELECT "emailAddress" FROM inbound_addresses
+              WHERE "tenantId" = %(id)s AND lower(marketplace COLLATE "C") = 'amazon'
+                AND upper(country COLLATE "C") = %(cc)s
+              ORDER BY "createdAt", id LIMIT 1"""
 
 
 @contextmanager
-def _reading(settings: Settings, db: DatabaseUrl, what: str) -> Iterator[sa.Connection]:
-    """One short connection for lookups, with the run's timeouts; errors are exit 7."""
+def _reading(settings: Settings, db: DatabaseUrl, what: str, cancel: Cancellation | None = None,
+             stopped: str = RUN_STOPPED) -> Iterator[sa.Connection]:
+    """One short connection for lookups, with the run's timeouts; errors are exit 7. With `cancel`,
+    a stop request cuts it as it cuts a run's connections, and the lookup fails with `stopped`."""
     engine = engine_from_settings(settings, db, "tenant-reconcile lookup")
     try:
-        with connect(engine, db, retry_s=settings.connect_retry_s, what=what) as conn, \
+        if cancel is not None:
+            cancel.check(stopped)
+        with connect(engine, db, retry_s=settings.connect_retry_s, what=what, cancel=cancel) as conn, \
                 translate_db_errors(f"reading the {what} database failed", db):
+            if cancel is not None:
+                cancel.register(conn.connection.dbapi_connection)
             yield conn
+    except DatabaseError:
+        if cancel is not None:
+            cancel.check(stopped)  # cut because of the stop: say so, not how the cut looked
+        raise
     finally:
         engine.dispose()
 
 
-def _product_row(settings: Settings, tenant_id: str) -> Any:
-    with _reading(settings, settings.require_product(), "product") as conn:
+def _product_row(settings: Settings, tenant_id: str, cancel: Cancellation | None = None,
+                 stopped: str = RUN_STOPPED) -> Any:
+    with _reading(settings, settings.require_product(), "product", cancel, stopped) as conn:
         return conn.exec_driver_sql("SELECT id, name, plan, status FROM tenants WHERE id = %(id)s",
                                     {"id": tenant_id}).first()
 
@@ -76,16 +92,23 @@ class SyncOutcome:
         return self.report.exit_code
 
 
-def sync_tenant(settings: Settings, tenant_id: str, country: str | None, log: Any, run_id: str | None = None,
-                cancel: Cancellation | None = None, trigger: str = "manual") -> SyncOutcome:
+def sync_report(settings: Settings, run_id: str | None = None, trigger: str = "manual") -> Report:
+    """The report of one sync, made before it starts: whoever stops the sync can still emit it."""
+    return Report(run_id=run_id or new_run_id(), mode="apply", shard="0/1", id_limit=settings.report_id_limit,
+                  trigger=trigger)
+
+
+def sync_tenant(settings: Settings, tenant_id: str, country: str | None, log: Any,
+                cancel: Cancellation | None = None, report: Report | None = None) -> SyncOutcome:
     """Reconcile one tenant (create / update / archive) and, unless `country` is None, ensure its
-    inbound address for that country. Raises TenantNotFound (exit 4) before any run."""
+    inbound address for that country. Raises TenantNotFound (exit 4) before any run. `cancel` stops
+    it in any phase, its first lookup included; `report` (see `sync_report`) carries its run id and
+    trigger."""
     settings = settings.with_overrides(shard=Shard())  # one tenant: shards do not apply
-    report = Report(run_id=run_id or new_run_id(), mode="apply", shard="0/1", id_limit=settings.report_id_limit,
-                    trigger=trigger)
+    report = report or sync_report(settings)
     log = log.bind(tenant_id=tenant_id)
     try:
-        found = _product_row(settings, tenant_id)
+        found = _product_row(settings, tenant_id, cancel)
     except DatabaseError as exc:  # like a failed run: a report, then the answer says why
         report.set_databases(settings.require_product(), settings.require_marketplace())
         report.fail(str(exc), exc.exit_code)
@@ -93,21 +116,37 @@ def sync_tenant(settings: Settings, tenant_id: str, country: str | None, log: An
         return SyncOutcome(report)
     if found is None:
         raise TenantNotFound(NOT_FOUND)
-    hook = inbound_hook(settings, (country,)) if country else None
-    options = RunOptions(tenant_ids=(tenant_id,), hooks=(hook,) if hook else (), cancel=cancel)
+    answer = _AnswerReads(tenant_id, country)
+    inbound = inbound_hook(settings, (country,)) if country else None
+    options = RunOptions(tenant_ids=(tenant_id,), hooks=(*((inbound,) if inbound else ()), answer), cancel=cancel)
     report = run_reconcile(settings, options, log, report)
     if not report.completed:
         return SyncOutcome(report)
     problems = list(report.lists[ERROR.counted_as]) + [
         {"id": c, "error": "conflict", "detail": "changed during the sync"} for c in report.lists[CONFLICTS]]
-    with _reading(settings, settings.require_marketplace(), "marketplace") as conn:
-        tenant = conn.exec_driver_sql(_TENANT, {"id": tenant_id}).mappings().first()
-        address = conn.exec_driver_sql("""SELECT "emailAddress" FROM inbound_addresses
-                                          WHERE "tenantId" = %(id)s AND lower(marketplace COLLATE "C") = 'amazon'
-                                            AND upper(country COLLATE "C") = %(cc)s
-                                          ORDER BY "createdAt", id LIMIT 1""",
-                                       {"id": tenant_id, "cc": country}).scalar() if country else None
-    return SyncOutcome(report, dict(tenant) if tenant else None, address, problems)
+    return SyncOutcome(report, answer.tenant, answer.address, problems)
+
+
+class _AnswerReads:
+    """The last hook of a sync (reconcile.hooks): reads what its answer shows, the tenant row and its
+    inbound address, inside the run's transaction. Nothing is left to read after the commit, so a
+    sync that committed can no longer fail (a read failing here rolls the sync back instead)."""
+
+    def __init__(self, tenant_id: str, country: str | None) -> None:
+        self.tenant_id = tenant_id
+        self.country = country
+        self.tenant: dict[str, Any] | None = None
+        self.address: str | None = None
+
+    def prepare(self, ctx: PrepareContext) -> Callable[[], None]:
+        return lambda: None
+
+    def __call__(self, ctx: HookContext) -> HookResult:
+        row = ctx.conn.exec_driver_sql(_TENANT, {"id": self.tenant_id}).mappings().first()
+        self.tenant = dict(row) if row else None
+        if self.country:
+            self.address = ctx.conn.exec_driver_sql(_ADDRESS, {"id": self.tenant_id, "cc": self.country}).scalar()
+        return HookResult("answer")
 
 
 @dataclass
@@ -131,9 +170,13 @@ class TenantStatus:
         return self.product is not None or self.marketplace is not None
 
 
-def tenant_status(settings: Settings, tenant_id: str) -> TenantStatus:
-    product = _product_row(settings, tenant_id)
-    with _reading(settings, settings.require_marketplace(), "marketplace") as conn:
+STATUS_STOPPED = "status stopped ({reason}); it only reads, nothing was changed"
+
+
+def tenant_status(settings: Settings, tenant_id: str, cancel: Cancellation | None = None) -> TenantStatus:
+    """Both rows, the inbound addresses and connections; `cancel` stops the reads (Cancelled)."""
+    product = _product_row(settings, tenant_id, cancel, STATUS_STOPPED)
+    with _reading(settings, settings.require_marketplace(), "marketplace", cancel, STATUS_STOPPED) as conn:
         params = {"id": tenant_id}
         market = conn.exec_driver_sql(_TENANT, params).first()
         addresses = conn.exec_driver_sql(

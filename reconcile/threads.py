@@ -44,10 +44,6 @@ class Worker(Generic[T]):
         return self._thread.is_alive()
 
     @property
-    def failed(self) -> bool:
-        return self._error is not None
-
-    @property
     def value(self) -> T | None:
         """The result so far, without raising (None until it succeeded)."""
         return self._value

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from reconcile.db.engines import engine_for, translate_db_errors
-from reconcile.db.urls import DatabaseUrl
+from reconcile.db.engines import engine_from_settings, translate_db_errors
+from reconcile.settings import Settings
 
 CHANNEL = "tenant_changed"
 FUNCTION = "tenant_reconcile_notify"
@@ -37,9 +37,11 @@ CREATE TRIGGER {FUNCTION} AFTER INSERT OR UPDATE OR DELETE ON tenants
 """
 
 
-def install_trigger(db: DatabaseUrl, log: Any) -> None:
-    """Create (or replace) the function and the trigger, in one transaction."""
-    engine = engine_for(db, application_name="tenant-reconcile install-trigger")
+def install_trigger(settings: Settings, log: Any) -> None:
+    """Create (or replace) the function and the trigger on the product database, in one
+    transaction, with every timeout of the settings (as a run has them)."""
+    db = settings.require_product()
+    engine = engine_from_settings(settings, db, "tenant-reconcile install-trigger")
     try:
         with translate_db_errors("cannot install the trigger", db), engine.begin() as conn:
             conn.exec_driver_sql(TRIGGER_SQL)

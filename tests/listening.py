@@ -38,7 +38,7 @@ def redis_client() -> Any:
 def with_trigger(dbs: Databases) -> Databases:
     import structlog
 
-    install_trigger(dbs.product, structlog.get_logger())
+    install_trigger(dbs.settings(), structlog.get_logger())
     return dbs
 
 

@@ -1,17 +1,20 @@
 """The layout's rules, checked on the real import graph (grimp, which reads every import statement,
-function-level ones included) and on the real CLI: no import cycle, the core never imports the
-entry points, production code never reaches the test/demo tooling, and no help text cites a
-document users do not have."""
+function-level ones included), on the real CLI and on the source's syntax trees: no import cycle,
+the core never imports the entry points, production code never reaches the test/demo tooling, no
+help text cites a document users do not have, and no function is over 50 lines or 6 parameters."""
 
 from __future__ import annotations
 
+import ast
 import re
+from collections.abc import Iterator
 
 import grimp
 import pytest
 from click.testing import CliRunner
 
 from jobs.cli import cli
+from tests.pgtools import REPO
 
 # Entry points that production runs (the Docker image has no `demo` extra): none of them may reach
 # reconcile.testing, which holds the embedded server, the schemas' DDL and the demo's data.
@@ -75,3 +78,53 @@ def test_every_command_is_registered_statically():
 def test_no_help_text_cites_a_document_users_do_not_have(command):
     text = _help_of(*command)
     assert not PRIVATE_REFERENCE.search(text), PRIVATE_REFERENCE.search(text)
+
+
+# -- size of functions -----------------------------------------------------------------------------------
+
+MAX_LINES = 50
+MAX_PARAMETERS = 6
+SOURCES = ("reconcile", "jobs")
+
+
+def _is_click_command(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """Decorated `@click.command(...)` or `@click.group(...)`: click calls it with one keyword per
+    option of the command, so its parameter count is the command's option count (its interface to
+    users, documented in --help), not a choice of the code's design."""
+    for decorator in node.decorator_list:
+        target = decorator.func if isinstance(decorator, ast.Call) else decorator
+        if isinstance(target, ast.Attribute) and target.attr in ("command", "group"):
+            return True
+    return False
+
+
+def _parameters(node: ast.FunctionDef | ast.AsyncFunctionDef, in_class: bool) -> int:
+    args = node.args
+    names = [*args.posonlyargs, *args.args, *args.kwonlyargs, *filter(None, (args.vararg, args.kwarg))]
+    if in_class and names and names[0].arg in ("self", "cls"):
+        names = names[1:]
+    return len(names)
+
+
+def _functions(tree: ast.AST) -> Iterator[tuple[ast.FunctionDef | ast.AsyncFunctionDef, bool]]:
+    """Every function and method, nested ones included, with whether it is defined in a class."""
+    for parent in ast.walk(tree):
+        for child in ast.iter_child_nodes(parent):
+            if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+                yield child, isinstance(parent, ast.ClassDef)
+
+
+def test_no_function_over_50_lines_or_6_parameters():
+    too_big = []
+    for package in SOURCES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+            for node, in_class in _functions(tree):
+                where = f"{path.relative_to(REPO)}:{node.lineno} {node.name}"
+                lines = (node.end_lineno or node.lineno) - node.lineno + 1
+                if lines > MAX_LINES:
+                    too_big.append(f"{where}: {lines} lines")
+                count = _parameters(node, in_class)
+                if count > MAX_PARAMETERS and not _is_click_command(node):
+                    too_big.append(f"{where}: {count} parameters")
+    assert too_big == []

@@ -600,3 +600,19 @@ def test_cli_console_output_closed_early_keeps_the_runs_exit_code(dbs, tmp_path)
     assert code == 0, stderr_file.read_text()
     assert "Traceback" not in stderr_file.read_text()
     assert json.loads((tmp_path / "report.json").read_text())["counts"]["created"] == 2000
+
+
+# -- one table of kinds and one of exit codes ----------------------------------------------------------
+
+def test_sentences_take_their_symbols_from_the_action_kinds_and_exit_codes_from_the_report_model():
+    from reconcile.actions import KINDS
+    from reconcile.report.console import exit_code, sentence
+    from reconcile.report.model import FAILED, STATUS_EXIT_CODES
+
+    symbolized = [kind for kind in KINDS if kind.symbol]
+    assert {kind.name for kind in symbolized} == {"create", "update", "archive", "error", "orphan"}
+    for kind in symbolized:
+        assert sentence(kind.name, "t").startswith(f"{kind.symbol} {kind.name}"), kind.name
+    for status, code in STATUS_EXIT_CODES.items():
+        assert exit_code({"status": status}) == code, status
+    assert exit_code({"status": FAILED, "exit_code": 2}) == 2

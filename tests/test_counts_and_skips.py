@@ -91,6 +91,25 @@ def test_exit_6_names_the_holder_of_the_lock(dbs):
     assert dbs.market() == {}
 
 
+def test_the_lock_holder_is_said_connected_since_its_session_began(dbs):
+    """PostgreSQL keeps no time for when a lock was granted: the time given is the holder's session
+    start (pg_stat_activity.backend_start), and the message says so."""
+    import json
+
+    dbs.add_product(("a", "A", "pro", "active"))
+    with dbs.engine("marketplace").connect() as holder:
+        holder.exec_driver_sql("SELECT pg_advisory_lock(%s)", (lock_key(Shard()),))
+        started = holder.exec_driver_sql(
+            "SELECT to_char(backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') "
+            "FROM pg_stat_activity WHERE pid = pg_backend_pid()").scalar()
+        result = run_cli("run", env=dbs.env())
+        checked = run_cli("check", env=dbs.env())
+    assert result.code == 6 and result.report["lock_holder"]["since"] == started
+    assert f"connected since {started}" in result.report["error"], result.report["error"]
+    lock = next(c for c in json.loads(checked.stdout.splitlines()[-1])["checks"] if c["check"] == "run lock")
+    assert f"connected since {started}" in lock["detail"], lock
+
+
 def test_the_runs_own_sessions_say_which_run_they_are(dbs):
     """pg_stat_activity shows `tenant-reconcile <mode> <shard> <run id>`, so a DBA can tell who holds what."""
     dbs.add_product(("a", "A", "pro", "active"))

@@ -73,3 +73,49 @@ def test_blocks_says_whether_force_lets_the_run_through():
 def test_one_tenant_is_singular():
     verdict = check(plan_of(total=0, target_total=1, archives=0))
     assert verdict is not None and "marketplace has 1 tenant;" in verdict.message
+
+
+# -- the empty-product message, as each command gives it ----------------------------------------------
+
+def empty_product(dbs, tmp_path):
+    """An empty product database beside a marketplace with tenants, its URL given in a config file."""
+    from tests.pgtools import url_text
+
+    dbs.add_market(("a", "A", "PRO", "ACTIVE"))
+    config = tmp_path / "reconcile.toml"
+    config.write_text(f'[database]\nproduct_url = "{url_text(dbs.product)}"\n')
+    env = dbs.env()
+    del env["PRODUCT_DATABASE_URL"]
+    return config, env
+
+
+def test_the_empty_product_message_names_where_the_product_url_came_from(dbs, tmp_path):
+    from tests.pgtools import run_cli
+
+    config, env = empty_product(dbs, tmp_path)
+    result = run_cli("run", "--config", str(config), env=env)
+    assert result.code == 5, result.stderr
+    error = result.report["error"]
+    assert f"config file {config}: database.product_url" in error, error
+    assert "PRODUCT_DATABASE_URL" not in error and "--product-url" not in error, error
+    assert "rerun with --allow-empty-source" in error, error  # run takes the flag
+    assert result.stderr.splitlines() == [f"tenant-reconcile: {error}"]
+
+
+def test_under_schedule_the_empty_product_message_advises_a_one_off_run_not_a_flag_schedule_lacks(dbs, tmp_path):
+    import signal
+
+    from tests.test_operations import Proc
+
+    config, env = empty_product(dbs, tmp_path)
+    proc = Proc(["schedule", "--config", str(config), "--cron", "0 2 * * 0", "--run-now"], env=env)
+    try:
+        report = proc.wait_for("reconcile.report")[0]
+        proc.signal(signal.SIGTERM)
+        assert proc.finish() == 0
+    finally:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+    error = report["error"]
+    assert report["status"] == "aborted" and f"config file {config}: database.product_url" in error, error
+    assert "rerun with" not in error and "tenant-reconcile run --allow-empty-source" in error, error

@@ -161,3 +161,60 @@ def test_a_file_that_is_not_a_plan_is_refused(dbs, tmp_path):
     result = run_cli("run", "--plan", str(path), env=dbs.env())
     assert result.code == 2 and "not a saved plan" in result.stderr
     assert run_cli("show", str(path), env=dbs.env()).code == 2
+
+
+def plan_file(tmp_path: Path, **changes: object) -> Path:
+    """A saved plan written by hand (a file can hold anything), with `changes` to its header."""
+    document = {"format": "tenant-reconcile plan", "version": 1, "run_id": "r1", "created_at": "2026-11-24T02:00:00Z",
+                "product": {"db": "h:5432/p", "tenants": 2}, "marketplace": {"db": "h:5432/m", "tenants": 1},
+                "shard": "0/1", "only": None, "mapping": "sha256:" + "0" * 64,
+                "counts": {"created": 1, "updated": 1, "archived": 0, "unchanged": 0, "orphans": 0, "errors": 1,
+                           "skipped": 0},
+                "actions": [{"action": "create", "id": "evil\n+ create fake", "read": None,
+                             "write": {"slug": "evil", "name": 'Name\n"quoted"', "plan": "DEV", "status": "TRIAL"}},
+                            {"action": "update", "id": "u", "read": {"name": "Old\nname", "plan": "PRO",
+                                                                     "status": "ACTIVE"},
+                             "write": {"name": "New", "plan": "PRO", "status": "ACTIVE"}}],
+                "errors": [{"id": "bad\rid", "error": "invalid_plan", "detail": "plan 'gold'\nhas no mapping"}],
+                "orphans": [], "skipped": []}
+    document.update(changes)
+    for key, value in changes.items():
+        if value is None:
+            del document[key]
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.mark.parametrize(("changes", "problem"), [
+    ({"created_at": None}, "created_at is missing"),
+    ({"created_at": "yesterday"}, "created_at 'yesterday' is not a time"),
+    ({"created_at": 12}, "created_at 12 is not a time"),
+    ({"actions": None}, "actions is missing"),
+    ({"actions": [{"action": "drop", "id": "x"}]}, "action 1 is not a create, update or archive"),
+    ({"product": "h:5432/p"}, "product is not"),
+], ids=["no created_at", "bad date", "number", "no actions", "unknown action", "bad product"])
+def test_show_of_a_malformed_plan_is_exit_2_with_one_line_naming_the_file_and_the_problem(tmp_path, changes,
+                                                                                          problem):
+    path = plan_file(tmp_path, **changes)
+    result = run_cli("show", str(path))
+    assert result.code == 2, (result.code, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and problem in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_show_quotes_ids_and_names_as_the_console_rendering_does(tmp_path):
+    from reconcile.report.console import plain, quoted
+
+    result = run_cli("show", str(plan_file(tmp_path)))
+    assert result.code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    create = [line for line in lines if line.startswith("+ create")]
+    assert len(create) == 1 and plain("evil\n+ create fake") in create[0], lines
+    assert quoted('Name\n"quoted"') in create[0]
+    assert any(line.startswith("~ update u") and r"name Old\nname -> New" in line for line in lines), lines
+    assert any(line.startswith(f"! error {plain('bad' + chr(13) + 'id')}") and r"plan 'gold'\nhas" in line
+               for line in lines), lines
+    assert "Plan: 1 to create, 1 to update, 0 to archive. 0 orphans, 1 row error, 0 skipped." in lines
+    assert len(lines) == len(result.stdout.split("\n")) - 1  # no value broke a line: every line is one of ours

@@ -86,6 +86,28 @@ def test_sync_bad_country_exit_2(dbs):
     assert run_cli("sync", "a", "--country", "FRA", env=dbs.env()).code == 2
 
 
+def test_a_sync_that_ends_failed_or_locked_says_why_in_one_stderr_line_like_a_run(dbs, tmp_path):
+    dbs.add_product(("a", "A", "gold", "active"), ("b", "B", "pro", "active"))
+    config = tmp_path / "c.toml"
+    config.write_text('[mapping.plan]\ngold = "GOLD"\n')  # not a label of the marketplace enum
+    unlabelled = run_cli("sync", "a", "--config", str(config), env=dbs.env())
+    assert unlabelled.code == 2 and unlabelled.report["status"] == "failed"
+    assert unlabelled.stderr.splitlines() == [f"tenant-reconcile: configuration error: {unlabelled.report['error']}"]
+    assert "'GOLD' is not a label" in unlabelled.stderr
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = run_cli("sync", "b", env=dbs.env(MARKETPLACE_DATABASE_URL=f"postgresql://u@127.0.0.1:{port}/m"))
+    assert down.code == 7 and last_json(down)["success"] is False
+    assert down.stderr.splitlines() == [f"tenant-reconcile: {down.report['error']}"]
+    with dbs.engine("marketplace").connect() as holder:
+        holder.exec_driver_sql("SELECT pg_advisory_lock(%s)", (lock_key(Shard()),))
+        locked = run_cli("sync", "b", env=dbs.env())
+    assert locked.code == 6 and locked.stderr.splitlines() == [f"tenant-reconcile: {locked.report['error']}"]
+    partial = run_cli("sync", "a", env=dbs.env())  # a row error: partial, said by the answer only (as a run)
+    assert partial.code == 3 and partial.stderr == ""
+
+
 def test_sync_waits_for_no_full_run_but_refuses_beside_one(dbs):
     dbs.add_product(("a", "A", "pro", "active"))
     engine = dbs.engine("marketplace")

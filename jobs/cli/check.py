@@ -25,9 +25,9 @@ def check(ctx: click.Context, **flags: Any) -> None:
     """Check, reading only: both databases reachable (versions, clock offset), the tables, columns and
     enum labels the tool needs, the mapping's targets, the grants a run needs, and whether the run
     lock is free (and who holds it). Exit 0 all good, 2 a configuration, grant or schema problem
-    (each listed), 7 a database unreachable."""
+    (each listed), 7 a database unreachable or the check stopped (SIGTERM/SIGINT)."""
     from jobs.checks import check_answer, render_check
-    from reconcile.preflight import preflight
+    from jobs.commands import check as preflight
     from reconcile.report.logs import get_logger
 
     settings = load_with_databases(ctx, flags)

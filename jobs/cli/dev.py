@@ -27,16 +27,19 @@ from reconcile.settings import LOG_FORMATS
 def init_db(ctx: click.Context, product: str | None, marketplace: str | None, with_trigger: bool,
             **flags: Any) -> None:
     """Create the databases and the product and marketplace schemas if absent (dev, test and demo only)."""
+    from jobs.process import default_signals
     from reconcile.report.logs import get_logger
     from reconcile.testing.schema import init_databases
     from reconcile.trigger import install_trigger
+
+    default_signals()  # nothing to stop cleanly: Python's own handling
 
     settings = load(ctx, {**flags, "product_url": product, "marketplace_url": marketplace},
                     url_flags=("--product", "--marketplace"))
     log = get_logger()
     init_databases(settings.require_product(), settings.require_marketplace(), log)
     if with_trigger:
-        install_trigger(settings.require_product(), log)
+        install_trigger(settings, log)
 
 
 @click.command(epilog=EPILOG)

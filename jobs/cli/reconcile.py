@@ -87,12 +87,14 @@ def run(ctx: click.Context, dry_run: bool, force: bool, report_file: str | None,
 
     restricted = _only(only, only_file)
     if plan_path is None:
-        _reconcile(ctx, RunRequest(dry_run=dry_run, force=force, report_file=report_file, only=restricted), flags)
+        _reconcile(ctx, RunRequest(dry_run=dry_run, force=force, report_file=report_file, only=restricted,
+                                   takes_allow_empty_source=True), flags)
     if restricted is not None or dry_run:
         fail("configuration error: --plan applies the saved plan as it is: no --only, --only-file or --dry-run")
     settings = load_with_databases(ctx, flags, report_file)
     saved = saved_plan_for(settings, plan_path, parse_duration(max_plan_age, "--max-plan-age"))
-    finish(reconcile_until_stopped(settings, RunRequest(force=force, report_file=report_file, saved_plan=saved)))
+    finish(reconcile_until_stopped(settings, RunRequest(force=force, report_file=report_file, saved_plan=saved,
+                                                        takes_allow_empty_source=True)))
 
 
 @click.command(epilog=EPILOG)
@@ -113,7 +115,7 @@ def plan(ctx: click.Context, report_file: str | None, only: str | None, only_fil
     if plan_out:
         check_report_path(plan_out, "--out")
     _reconcile(ctx, RunRequest(dry_run=True, report_file=report_file, only=_only(only, only_file),
-                               plan_out=plan_out), flags)
+                               plan_out=plan_out, takes_allow_empty_source=True), flags)
 
 
 @click.command(epilog=EPILOG)
@@ -124,5 +126,7 @@ def show(ctx: click.Context, plan_file: str) -> None:
     """Show a saved plan (from `plan --out FILE`) for people: where and when it was made, every action
     with the values read and those to write, the row errors, and the totals."""
     from jobs.plans import read_plan_document, render_plan
+    from jobs.process import default_signals
 
+    default_signals()  # nothing to stop cleanly: Python's own handling
     click.echo(render_plan(read_plan_document(plan_file)))

@@ -21,8 +21,20 @@ def serve(ctx: click.Context, host: str, port: int, **flags: Any) -> None:
     GET /api/v1/tenants/status/{tenantId} (needs the http extra: pip install '.[http]').
 
     Auth: X-Internal-Key must equal INBOUND_WEBHOOK_KEY (or the file INBOUND_WEBHOOK_KEY_FILE);
-    KEYBUZZ_DEV_MODE=true disables the check (and says so at startup)."""
-    from jobs.http import BACKLOG, DEV_ENV, KEY_ENV, create_app, dev_mode, listen_sockets, read_key
+    KEYBUZZ_DEV_MODE=true disables the check (and says so at startup). SIGTERM/SIGINT: no new
+    requests; the runs in flight are cancelled (rolled back unless committed) and answered 503;
+    exit 0 within 10 s."""
+    from jobs.http import (
+        BACKLOG,
+        DEV_ENV,
+        KEY_ENV,
+        InFlight,
+        create_app,
+        dev_mode,
+        listen_sockets,
+        read_key,
+        serve_until_stopped,
+    )
     from reconcile.report.logs import get_logger
 
     settings = load_with_databases(ctx, flags)
@@ -40,10 +52,11 @@ def serve(ctx: click.Context, host: str, port: int, **flags: Any) -> None:
         log.warning("http.dev_mode", detail=f"{DEV_ENV}=true: requests are not authenticated")
     sockets = listen_sockets(host, port)  # a port in use is exit 2 here, before anything says "listening"
     log.info("http.listening", host=host, port=port)
-    config = uvicorn.Config(create_app(settings, key, dev, log), host=host, port=port, log_config=None,
+    runs = InFlight()
+    config = uvicorn.Config(create_app(settings, key, dev, log, runs), host=host, port=port, log_config=None,
                             access_log=False, server_header=False, date_header=False, backlog=BACKLOG)
     try:
-        uvicorn.Server(config).run(sockets=sockets)
+        serve_until_stopped(config, sockets, runs, log)
     except SystemExit as exc:
         if exc.code == STARTUP_FAILURE:  # uvicorn's 3 would read as "partial"
             fail("internal error: the HTTP server could not start (see the log above)", 1)

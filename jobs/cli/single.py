@@ -13,6 +13,7 @@ from jobs.cli.common import (
     WAIT_LOCK_OPTION,
     expected_errors,
     fail,
+    finish,
     load_with_databases,
     print_answer,
     settings_options,
@@ -60,13 +61,17 @@ def sync(ctx: click.Context, tenant_id: str, country: str, no_inbound: bool, **f
     _check_tenant_id(tenant_id)
     settings = load_with_databases(ctx, flags)
     code = None if no_inbound else _one_country(country)
+
+    def answer(outcome: Any) -> None:
+        print_answer(sync_answer(outcome), settings.log_format, render_sync)
+
     try:
-        outcome = sync_until_stopped(settings, tenant_id, code)
+        outcome = sync_until_stopped(settings, tenant_id, code, answer)
     except TenantNotFound:
         print_answer(not_found(), settings.log_format, render_sync)
         sys.exit(TenantNotFound.exit_code)
-    print_answer(sync_answer(outcome), settings.log_format, render_sync)
-    sys.exit(outcome.exit_code)
+    answer(outcome)
+    finish(outcome.report)  # a sync that failed also says why on stderr, as a run does
 
 
 @click.command(epilog=EPILOG)
@@ -79,7 +84,7 @@ def status(ctx: click.Context, tenant_id: str, **flags: Any) -> None:
 
     Prints the status JSON (with --log-format console, as tables). Read-only, takes no lock. Exit 0,
     or 4 when the tenant is in neither database; exit 2 when TENANT_ID cannot be a tenant id (as for
-    sync)."""
+    sync); exit 7 when a database cannot be read or SIGTERM/SIGINT stopped it (one stderr line)."""
     from jobs.answers import status_answer
     from jobs.commands import status as tenant_status
     from reconcile.errors import TenantNotFound

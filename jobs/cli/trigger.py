@@ -22,12 +22,14 @@ def install_trigger(ctx: click.Context, print_only: bool, **flags: Any) -> None:
     announces every insert, update and delete on channel tenant_changed (payload: the tenant id),
     for `schedule --listen pg`. Idempotent, in one transaction; the only change this tool makes to
     the product DB. Needs the right to create a function and a trigger on `tenants`."""
+    from jobs.process import default_signals
     from reconcile import trigger
 
+    default_signals()  # nothing to stop cleanly: Python's own handling
     if print_only:
         click.echo(trigger.TRIGGER_SQL.strip())
         return
     from reconcile.report.logs import get_logger
 
     settings = load(ctx, flags)
-    trigger.install_trigger(settings.require_product(), get_logger())
+    trigger.install_trigger(settings, get_logger())

@@ -15,6 +15,8 @@ from reconcile.db.watchdog import WatchedConnection
 from reconcile.errors import DatabaseError
 
 ABORT_AFTER_S = 2.0
+# What a stopped run says; a command that only reads says it in its own words (`Cancellation.check`).
+RUN_STOPPED = "run stopped ({reason}); transaction rolled back, nothing written"
 
 
 class Cancelled(DatabaseError):
@@ -56,10 +58,11 @@ class Cancellation:
         """Sleep up to `seconds`, waking as soon as a stop is requested (for retry and lock waits)."""
         self._stopped.wait(max(seconds, 0.0))
 
-    def check(self) -> None:
-        """Raise Cancelled if a stop was requested (called between the run's phases)."""
+    def check(self, message: str = RUN_STOPPED) -> None:
+        """Raise Cancelled if a stop was requested (called between the run's phases); `message` may
+        hold `{reason}` (SIGTERM, ...)."""
         if self.reason is not None:
-            raise Cancelled(f"run stopped ({self.reason}); transaction rolled back, nothing written")
+            raise Cancelled(message.format(reason=self.reason))
 
 
 def _interrupt(connection: Any, reason: str, abort_after_s: float) -> None:

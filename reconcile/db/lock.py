@@ -120,7 +120,9 @@ ORDER BY a.backend_start NULLS LAST, l.pid"""
 
 
 def holders(conn: sa.Connection, key: int) -> list[dict[str, Any]]:
-    """Who holds the advisory lock `key`, oldest first (pid, application_name, client, since)."""
+    """Who holds the advisory lock `key`, oldest first (pid, application_name, client, since). `since` is
+    when the holder's session began (backend_start): PostgreSQL records no time for a granted lock, and
+    a run takes its lock right after connecting."""
     unsigned = key & 0xFFFFFFFFFFFFFFFF
     rows = conn.exec_driver_sql(_HOLDERS, (unsigned >> 32, unsigned & 0xFFFFFFFF)).mappings().all()
     return [{"pid": r["pid"], "application_name": r["application_name"] or None,
@@ -140,7 +142,7 @@ def _held_error(conn: sa.Connection, lock: Held, shard: Shard, wait_s: float) ->
     more = f" and {len(found) - 1} more" if len(found) > 1 else ""
     return LockHeld(f"{what} holds the lock for shard {shard.label}{waited}: pid {first['pid']} "
                     f"({first['application_name'] or 'no application_name'}) from {first['client_addr']} "
-                    f"since {first['since']}{more}", holder=first, holders=len(found))
+                    f"connected since {first['since']}{more}", holder=first, holders=len(found))
 
 
 def release(conn: sa.Connection, held: list[Held]) -> None:

@@ -3,7 +3,10 @@ empty product database."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from reconcile.actions import ARCHIVE
@@ -11,6 +14,41 @@ from reconcile.pipeline.plan import Plan
 
 # Never trip the ratio rule on a handful of archives in a small marketplace.
 RATIO_MIN_ARCHIVES = 10
+
+
+@dataclass(frozen=True)
+class Advice:
+    """What the empty-product message tells the operator, in the terms of the command that runs:
+    where its product URL came from (`Settings.product_from`: a flag, a variable, the config file),
+    and whether the command itself takes `--allow-empty-source` (`run` and `plan` do; `schedule` and
+    `serve`, long-running, do not: the advice is then a one-off `run`)."""
+
+    product_from: str | None = None
+    takes_allow_empty_source: bool = False
+
+    def check_url(self) -> str:
+        if self.product_from:
+            return f"Check the product database URL (it came from {self.product_from})"
+        return "Check PRODUCT_DATABASE_URL (or --product-url, or database.product_url in the config file)"
+
+    def lift(self) -> str:
+        if self.takes_allow_empty_source:
+            return "rerun with --allow-empty-source"
+        return "apply once with `tenant-reconcile run --allow-empty-source`"
+
+
+# The advice of the command in progress, set by the caller of a run (jobs.commands) around it.
+_ADVICE: ContextVar[Advice | None] = ContextVar("guard_advice", default=None)
+
+
+@contextmanager
+def advising(advice: Advice) -> Iterator[None]:
+    """Runs inside this block word the empty-product message with `advice`."""
+    token = _ADVICE.set(advice)
+    try:
+        yield
+    finally:
+        _ADVICE.reset(token)
 
 
 @dataclass(frozen=True)
@@ -23,6 +61,7 @@ class GuardVerdict:
     reason: str
     figures: dict[str, Any]
     overridable_by_force: bool = True
+    advice: Advice = field(default_factory=Advice)
 
     @property
     def message(self) -> str:
@@ -31,9 +70,9 @@ class GuardVerdict:
             return (f"safety guard: {self.reason}; nothing written "
                     "(check the plan, then use --force or raise --max-archive / --max-archive-ratio)")
         # Never suggests --force: forcing past an empty source would archive or orphan everything.
-        return (f"safety guard: {self.reason}; nothing written. Check PRODUCT_DATABASE_URL (or --product-url): "
-                "a wrong URL or a failed restore looks like this. If the product database really is empty, "
-                "rerun with --allow-empty-source.")
+        return (f"safety guard: {self.reason}; nothing written. {self.advice.check_url()}: a wrong URL or a "
+                "failed restore looks like this. If the product database really is empty, "
+                f"{self.advice.lift()}.")
 
     def blocks(self, *, force: bool) -> bool:
         """Whether the run must stop here, given `--force`."""
@@ -58,7 +97,8 @@ def check(plan: Plan, *, max_archive: int, max_archive_ratio: float,
                "source_tenants": plan.total, "target_tenants": plan.target_total}
     if plan.total == 0 and plan.target_total > 0 and not allow_empty_source and not restricted:
         return GuardVerdict("the product snapshot is empty while the marketplace has "
-                            f"{_tenants(plan.target_total)}", figures, overridable_by_force=False)
+                            f"{_tenants(plan.target_total)}", figures, overridable_by_force=False,
+                            advice=_ADVICE.get() or Advice())
     if archives > max_archive:
         return GuardVerdict(f"would archive {_tenants(archives)}, more than max_archive={max_archive}", figures)
     if archives >= RATIO_MIN_ARCHIVES and plan.target_total and archives > max_archive_ratio * plan.target_total:

@@ -18,10 +18,26 @@ import os
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import IO, Any
 
 import orjson
+
+from reconcile.actions import (
+    ARCHIVE,
+    CONFLICTS,
+    CREATE,
+    ERROR,
+    INBOUND_CREATED,
+    INBOUND_ERRORS,
+    KINDS,
+    ORPHAN,
+    SKIP,
+    UPDATE,
+    WRITES,
+)
+from reconcile.report.model import FAILED, STATUS_EXIT_CODES
 
 ID_MIN_WIDTH = 16
 _VERB_WIDTH = len("conflict")  # the longest verb but `inbound error`, which is rare: it sticks out
@@ -31,11 +47,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 # ANSI colours (SGR codes), used only on a terminal.
 _GREEN, _YELLOW, _RED, _MAGENTA, _CYAN, _DIM = "32", "33", "31", "35", "36", "2"
-_SYMBOLS = {"create": ("+", _GREEN), "update": ("~", _YELLOW), "archive": ("-", _RED), "error": ("!", _RED),
-            "inbound error": ("!", _RED), "conflict": ("?", _MAGENTA), "inbound": ("@", _CYAN),
-            "orphan": ("*", _DIM)}
+_KIND_COLORS = {CREATE: _GREEN, UPDATE: _YELLOW, ARCHIVE: _RED, ERROR: _RED, ORPHAN: _DIM}
+# Each sentence's word and symbol: the action kinds' own (reconcile.actions), and three outcomes that
+# are not kinds (a lost compare-and-set, an inbound address created, an inbound row error).
+_SYMBOLS = {kind.name: (kind.symbol, _KIND_COLORS.get(kind)) for kind in KINDS if kind.symbol}
+_SYMBOLS |= {"conflict": ("?", _MAGENTA), "inbound": ("@", _CYAN), "inbound error": (ERROR.symbol, _RED)}
 _LEVEL_COLORS = {"warning": _YELLOW, "error": _RED, "critical": _RED, "debug": _DIM}
-_EXIT_CODES = {"success": 0, "partial": 3, "aborted": 5, "locked": 6}
 
 
 def use_colors(stream: IO[Any]) -> bool:
@@ -130,13 +147,27 @@ class IdColumn:
         return self.width
 
 
+@dataclass(frozen=True)
+class Layout:
+    """How action sentences are laid out. An event stream pads its verbs, so that its sentences line
+    up, and always quotes names (the console rendering of a run); a saved plan (`show`) is a list of
+    actions alone: verbs unpadded and, in changes, names bare (control characters still escaped)."""
+
+    verb_width: int = _VERB_WIDTH
+    quote_names: bool = True
+
+
+EVENTS = Layout()
+PLAN = Layout(verb_width=0, quote_names=False)
+
+
 def sentence(verb: str, tenant_id: Any, rest: str = "", *, ids: IdColumn | None = None,
-             colors: bool = False) -> str:
+             colors: bool = False, layout: Layout = EVENTS) -> str:
     """`+ create   kbz-003           "KeyBuzz Labs"  DEV/TRIAL`: symbol, verb, padded id, the rest."""
     symbol, color = _SYMBOLS[verb]
     ident = plain(tenant_id)
     width = (ids or IdColumn()).fit(ident)
-    head = _paint(f"{symbol} {verb:<{_VERB_WIDTH}}", color, colors)
+    head = _paint(f"{symbol} {verb:<{layout.verb_width}}", color, colors)
     return f"{head} {_pad(ident, width)}  {rest}".rstrip()
 
 
@@ -145,38 +176,51 @@ def _name(value: Any) -> str:
     return "(null)" if value is None else quoted(str(value))
 
 
-def _change_value(field: str, value: Any) -> str:
+def _change_value(field: str, value: Any, layout: Layout) -> str:
     if value is None:
         return "(null)"
-    return _name(value) if field == "name" else plain(value)
+    if field == "name":
+        return _name(value) if layout.quote_names else _cell(str(value))
+    return plain(value)
 
 
-def changes_text(changes: Mapping[str, Any]) -> str:
+def changes_text(changes: Mapping[str, Any], layout: Layout = EVENTS) -> str:
     """`plan STARTER -> PRO, name (null) -> "Acme"`."""
-    return ", ".join(f"{field} {_change_value(field, old)} -> {_change_value(field, new)}"
+    return ", ".join(f"{field} {_change_value(field, old, layout)} -> {_change_value(field, new, layout)}"
                      for field, (old, new) in changes.items())
 
 
-def _action(event_dict: Mapping[str, Any]) -> tuple[str, str] | None:
+def _action(event_dict: Mapping[str, Any], layout: Layout = EVENTS) -> tuple[str, str] | None:
     """(verb, rest) of an action event, None for any other event (or one missing its fields)."""
     event, get = event_dict.get("event"), event_dict.get
-    if event == "tenant.created":
-        return "create", f"{_name(get('name'))}  {_cell(get('plan'))}/{_cell(get('status'))}"
-    if event == "tenant.updated" and isinstance(get("changes"), Mapping):
+    if event == CREATE.event:
+        return CREATE.name, f"{_name(get('name'))}  {_cell(get('plan'))}/{_cell(get('status'))}"
+    if event == UPDATE.event and isinstance(get("changes"), Mapping):
         try:
-            return "update", changes_text(get("changes"))
+            return UPDATE.name, changes_text(get("changes"), layout)
         except (TypeError, ValueError):  # not [old, new] pairs: rendered as an ordinary line
             return None
-    if event == "tenant.archived":
-        return "archive", "(orphan)" if get("orphan") is True else ""
-    if event == "tenant.error":
-        verb = "inbound error" if get("scope") == "inbound" else "error"
+    if event == ARCHIVE.event:
+        return ARCHIVE.name, "(orphan)" if get("orphan") is True else ""
+    if event == ERROR.event:
+        verb = "inbound error" if get("scope") == "inbound" else ERROR.name
         return verb, f"{_cell(get('error'))}: {_cell(get('detail'))}"
     if event == "tenant.conflict":
         return "conflict", f"{_cell(get('action'))}: {_cell(get('detail'))}"
     if event == "inbound.created":
         return "inbound", f"{_cell(get('country'))}  {_cell(get('email'))}"
     return None
+
+
+def action_sentence(event_dict: Mapping[str, Any], ids: IdColumn, colors: bool = False,
+                    layout: Layout = EVENTS) -> str | None:
+    """An action event (`tenant.created`, ...) as its sentence; None for any other event. The one
+    rendering of an action: a run's events and a saved plan's actions (`show`) both go through it."""
+    action = _action(event_dict, layout)
+    if action is None:
+        return None
+    verb, rest = action
+    return sentence(verb, event_dict.get("tenant_id"), rest, ids=ids, colors=colors, layout=layout)
 
 
 # -- ordinary events ---------------------------------------------------------------------------------------
@@ -207,10 +251,11 @@ def line(event_dict: Mapping[str, Any], colors: bool = False) -> str:
 # -- the report --------------------------------------------------------------------------------------------
 
 def exit_code(report: Mapping[str, Any]) -> int:
+    """The report's exit code (reconcile.report.model): a failed run's own, which is not always 7."""
     status = report.get("status")
-    if status in _EXIT_CODES:
-        return _EXIT_CODES[status]
-    return int(report.get("exit_code") or 7)
+    if status != FAILED and status in STATUS_EXIT_CODES:
+        return STATUS_EXIT_CODES[status]
+    return int(report.get("exit_code") or STATUS_EXIT_CODES[FAILED])
 
 
 def _truncation(report: Mapping[str, Any], shown: int, total: int) -> str | None:
@@ -219,38 +264,36 @@ def _truncation(report: Mapping[str, Any], shown: int, total: int) -> str | None
 
 
 def _orphans_note(report: Mapping[str, Any], counts: Mapping[str, int]) -> str:
-    orphans = counts.get("orphans", 0)
+    orphans = counts.get(ORPHAN.counted_as, 0)
     if not orphans:
-        return _count(0, "orphan")
-    archived = set(report.get("archived") or [])
-    gone = sum(1 for tenant_id in report.get("orphans") or [] if tenant_id in archived)
-    listed = len(report.get("orphans") or [])
-    note = "reported" if not gone else "archived" if gone == listed else f"{gone} archived"
-    return f"{_count(orphans, 'orphan')} ({note})"
+        return _count(0, ORPHAN.verb)
+    archived = set(report.get(ARCHIVE.counted_as) or [])
+    gone = sum(1 for tenant_id in report.get(ORPHAN.counted_as) or [] if tenant_id in archived)
+    listed = len(report.get(ORPHAN.counted_as) or [])
+    note = "reported" if not gone else ARCHIVE.counted_as if gone == listed else f"{gone} {ARCHIVE.counted_as}"
+    return f"{_count(orphans, ORPHAN.verb)} ({note})"
 
 
 def plan_line(report: Mapping[str, Any]) -> str:
     """`Plan: 2 to create, 1 to update, 1 to archive. 1 orphan (reported), 0 row errors, 0 skipped.`"""
     counts = report.get("counts") or {}
-    writes = [f"{counts.get('created', 0)} to create", f"{counts.get('updated', 0)} to update",
-              f"{counts.get('archived', 0)} to archive"]
+    writes = [f"{counts.get(kind.counted_as, 0)} to {kind.verb}" for kind in WRITES]
     if "inbound" in report:
-        writes.append(f"{_count(counts.get('inbound_created', 0), 'inbound address', 'inbound addresses')} to add")
-    findings = [_orphans_note(report, counts), _count(counts.get("errors", 0), "row error")]
-    if counts.get("inbound_errors"):
-        findings.append(_count(counts["inbound_errors"], "inbound error"))
-    findings.append(f"{counts.get('skipped', 0)} skipped")
+        writes.append(f"{_count(counts.get(INBOUND_CREATED, 0), 'inbound address', 'inbound addresses')} to add")
+    findings = [_orphans_note(report, counts), _count(counts.get(ERROR.counted_as, 0), ERROR.verb)]
+    if counts.get(INBOUND_ERRORS):
+        findings.append(_count(counts[INBOUND_ERRORS], "inbound error"))
+    findings.append(f"{counts.get(SKIP.counted_as, 0)} {SKIP.counted_as}")
     return f"Plan: {', '.join(writes)}. {', '.join(findings)}."
 
 
 def applied_line(report: Mapping[str, Any]) -> str:
     """`Applied: 2 created, 1 updated, 1 archived; 0 conflicts.`"""
     counts = report.get("counts") or {}
-    done = [f"{counts.get('created', 0)} created", f"{counts.get('updated', 0)} updated",
-            f"{counts.get('archived', 0)} archived"]
+    done = [f"{counts.get(kind.counted_as, 0)} {kind.counted_as}" for kind in WRITES]
     if "inbound" in report:
-        done.append(f"{_count(counts.get('inbound_created', 0), 'inbound address', 'inbound addresses')} added")
-    return f"Applied: {', '.join(done)}; {_count(counts.get('conflicts', 0), 'conflict')}."
+        done.append(f"{_count(counts.get(INBOUND_CREATED, 0), 'inbound address', 'inbound addresses')} added")
+    return f"Applied: {', '.join(done)}; {_count(counts.get(CONFLICTS, 0), 'conflict')}."
 
 
 def planned_sentences(report: Mapping[str, Any], ids: IdColumn, colors: bool = False) -> list[str]:
@@ -359,11 +402,8 @@ class ConsoleRenderer:
     def __call__(self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> str:
         if event_dict.get("event") == "reconcile.report":
             return render_report(event_dict, self.ids, self.colors)
-        action = _action(event_dict)
-        if action is not None:
-            verb, rest = action
-            return sentence(verb, event_dict.get("tenant_id"), rest, ids=self.ids, colors=self.colors)
-        return line(event_dict, self.colors)
+        said = action_sentence(event_dict, self.ids, self.colors)
+        return said if said is not None else line(event_dict, self.colors)
 
 
 # -- the single-tenant answers ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Context such as `run_id` is bound once on the logger; rendering happens only at 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -107,58 +108,67 @@ def _safe_exc_info(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
 
 
 class QuietStream:
-    """stdout for the JSON lines: when the reader goes away (EPIPE, e.g. `| head`), it stops writing
-    quietly instead of failing the run. fd 1 is then pointed at /dev/null so that nothing (not even
-    the interpreter's flush at exit) trips over the closed pipe again."""
+    """stdout for the JSON lines (and the answers), bytes or text. When stdout cannot be written, the
+    output stops and the run goes on, with its own exit code: quietly when the reader went away
+    (EPIPE, e.g. `| head`), with one stderr line for any other failure (a full disk: ENOSPC; an I/O
+    error) or a stdout closed before the start (`>&-`). fd 1 is then pointed at /dev/null so that
+    nothing (not even the interpreter's flush at exit) trips over it again. Every writer of stdout
+    shares that state: once one has failed, none writes."""
 
-    def __init__(self, stream: IO[Any]) -> None:
-        self._stream = stream
-        self._lock = threading.Lock()
-        self.closed_by_reader = False
+    _lock = threading.Lock()
+    _gone = False
+
+    def __init__(self, binary: bool) -> None:
+        self._binary = binary
 
     def write(self, data: Any) -> int:
-        return self._guard(lambda: self._stream.write(data), len(data))
+        return self._guard(lambda stream: stream.write(data), len(data))
 
     def isatty(self) -> bool:
-        return bool(self._guard(self._stream.isatty, False))
+        return bool(self._guard(lambda stream: stream.isatty(), False))
 
     def flush(self) -> None:
-        self._guard(self._stream.flush, None)
+        self._guard(lambda stream: stream.flush(), None)
 
     def _guard(self, action: Any, default: Any) -> Any:
-        if self.closed_by_reader:
+        if QuietStream._gone:
+            return default
+        stream = sys.stdout
+        if stream is None:  # closed before we started: Python has no stdout at all
+            self._give_up("stdout is closed")
             return default
         try:
-            return action()
+            return action(stream.buffer if self._binary else stream)
         except (BrokenPipeError, ValueError):  # ValueError: the stream was closed under us
-            self._reader_gone()
+            self._give_up(None)
         except OSError as exc:
-            if exc.errno != errno.EPIPE:
-                raise
-            self._reader_gone()
+            self._give_up(None if exc.errno == errno.EPIPE else f"stdout cannot be written ({exc.strerror or exc})")
         return default
 
-    def _reader_gone(self) -> None:
-        with self._lock:
-            if self.closed_by_reader:
+    @classmethod
+    def _give_up(cls, why: str | None) -> None:
+        with cls._lock:
+            if cls._gone:
                 return
-            self.closed_by_reader = True
-            try:
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, self._stream.fileno())
-                os.close(devnull)
-            except (OSError, ValueError, AttributeError):
-                pass
+            cls._gone = True
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.close(devnull)
+        if why is not None:
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                sys.stderr.write(f"tenant-reconcile: {why}; carrying on without it\n")
+                sys.stderr.flush()
 
 
 def stdout_bytes() -> QuietStream:
-    """EPIPE-safe binary stdout (also for the final answer line of `sync`)."""
-    return QuietStream(sys.stdout.buffer)
+    """stdout for bytes (the JSON lines, the final answer line of `sync`), safe as QuietStream says."""
+    return QuietStream(binary=True)
 
 
 def stdout_text() -> QuietStream:
     """The same for text writers (console rendering, stdlib logging)."""
-    return QuietStream(sys.stdout)
+    return QuietStream(binary=False)
 
 
 def _orjson_dumps(obj: Any, **_: Any) -> bytes:

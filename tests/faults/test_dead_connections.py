@@ -102,3 +102,27 @@ def test_a_commit_whose_outcome_cannot_be_checked_says_it_is_unknown_never_nothi
     report = assert_failed_run(out, bound=BOUND, names=faults.names("marketplace"))
     assert "unknown" in report["error"] and "nothing written" not in report["error"], report["error"]
     assert "rolled back" not in report["error"], report["error"]
+
+
+# What a sync reads for its answer (the tenant row, then its inbound address).
+SYNC_ANSWER_READS = [b'SELECT id, name, plan::text AS plan, status::text AS status FROM "Tenant"',
+                     b'SELECT "emailAddress" FROM inbound_addresses']
+
+
+@pytest.mark.parametrize("marker", SYNC_ANSWER_READS, ids=["tenant row", "inbound address"])
+def test_a_sync_never_reports_a_failure_for_what_it_committed(faults, marker):
+    """A connection reset while the sync reads what its answer shows: either the sync failed and
+    nothing is written, or it committed and says so (exit 0, success) - never exit 7 with the
+    tenant written."""
+    faults.dbs.add_product(("solo", "Solo", "pro", "active"))
+    before = market_state(faults.dbs)
+    rule = faults.market.add("reset", marker=marker)
+    out = run("sync", "solo", env=faults.env(), deadline=BOUND + 3)
+    assert_fired(rule, "the sync's read of its answer")
+    if out.code == 0:
+        assert out.report["status"] == "success" and out.last_json["success"] is True, out.tail()
+        assert market_state(faults.dbs)['"Tenant"'], "exit 0 but nothing was written"
+    else:
+        assert_failed_run(out, bound=BOUND, names=faults.names("marketplace"))
+        assert out.last_json["success"] is False
+        assert_nothing_written(faults.dbs, before)

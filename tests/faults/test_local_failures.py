@@ -114,3 +114,43 @@ def test_stdout_closed_early_keeps_the_runs_exit_code_and_the_report_file(faults
     assert written["counts"]["created"] == len(seeded.new)
     assert len(tenant_rows(faults.dbs)) == len(seeded.new)
     assert_no_secret(errors, text)
+
+
+def run_with_stdout(args: list[str], env: dict[str, str], stdout_redirect: str, tmp_path: Path) -> tuple[int, str]:
+    """The CLI through a shell with its stdout redirected as a shell does it (`>&-` closes it,
+    `>/dev/full` makes every write fail with ENOSPC); (exit code, stderr)."""
+    argv = " ".join(f"'{a}'" for a in cli_argv(*args))
+    stderr_file = tmp_path / "stderr.txt"
+    with stderr_file.open("wb") as stderr:
+        code = subprocess.run(["sh", "-c", f"exec {argv} {stdout_redirect}"], env=env, cwd=REPO,
+                              stdin=subprocess.DEVNULL, stderr=stderr, timeout=120, check=False).returncode
+    return code, stderr_file.read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.mark.parametrize("redirect", [">&-", ">/dev/full"], ids=["stdout closed", "stdout ENOSPC"])
+def test_stdout_that_cannot_be_written_keeps_the_runs_exit_code_and_the_report_file(faults, tmp_path, redirect):
+    if redirect == ">/dev/full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    seeded = seed_bulk(faults.dbs, new=500)  # 500 tenant.created events after the commit
+    report_file = tmp_path / "report.json"
+    code, errors = run_with_stdout(["run", "--report-file", str(report_file)], faults.direct_env(), redirect,
+                                   tmp_path)
+    assert code == 0, f"exit {code}, expected 0 (the run committed); stderr: {errors[-1500:]}"
+    assert "Traceback" not in errors and "Exception ignored" not in errors, errors[-1500:]
+    lines = errors.strip().splitlines()
+    assert len(lines) <= 1 and all("stdout" in line for line in lines), errors[-1500:]
+    assert report_file.exists(), "the report file was not written"
+    written = json.loads(report_file.read_text(encoding="utf-8"))
+    assert written["status"] == "success" and written["counts"]["created"] == len(seeded.new)
+    assert len(tenant_rows(faults.dbs)) == len(seeded.new)
+    assert_no_secret(errors)
+
+
+def test_a_failed_run_with_stdout_closed_keeps_its_exit_code_and_report_file(faults, tmp_path):
+    faults.dbs.add_product(("a", "A", "pro", "active"))
+    report_file = tmp_path / "report.json"
+    env = faults.direct_env(MARKETPLACE_DATABASE_URL="postgresql://u@127.0.0.1:1/m")
+    code, errors = run_with_stdout(["run", "--report-file", str(report_file)], env, ">&-", tmp_path)
+    assert code == 7, errors[-1500:]
+    assert json.loads(report_file.read_text(encoding="utf-8"))["status"] == "failed"
+    assert "Traceback" not in errors and "cannot connect to the marketplace database" in errors, errors[-1500:]
