@@ -116,10 +116,17 @@ class StopSignal:
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum is not None else ""
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until a stop is requested or `timeout` passes; True when a stop was requested."""
+    def poke(self) -> None:
+        """Wake a `wait` from another thread, to look at its `until` again (a stop it is not)."""
+        if self._write_fd >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._write_fd, b".")
+
+    def wait(self, timeout: float | None = None, until: Callable[[], bool] | None = None) -> bool:
+        """Block until a stop is requested, `until()` is true after a `poke`, or `timeout` passes;
+        True when a stop was requested."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self.signum is None and self._read_fd >= 0:
+        while self.signum is None and self._read_fd >= 0 and not (until is not None and until()):
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             with contextlib.suppress(InterruptedError):
                 ready, _, _ = select.select([self._read_fd], [], [], left)
@@ -153,14 +160,25 @@ def run_until_stopped(work: Callable[[Cancellation], T], *, on_overdue: Callable
     if stop.requested:  # a signal while the command was loading: the work starts stopped
         stopped_at = time.monotonic()
         cancel.cancel(stop.name)
-    worker = Worker(lambda: work(cancel), "work").start()
+    done = threading.Event()
+
+    def work_then_wake() -> T:
+        try:
+            return work(cancel)
+        finally:
+            done.set()
+            stop.poke()  # the main thread notices the end at once, not at its next 0.2 s tick
+
+    worker = Worker(work_then_wake, "work").start()
     try:
-        while not worker.join(0 if stopped_at is None else 0.2):
-            if stopped_at is None and stop.wait(0.2):
-                stopped_at = time.monotonic()
-                cancel.cancel(stop.name)
-            if stopped_at is not None and time.monotonic() - stopped_at > overdue_after_s:
+        while not done.is_set():
+            if stopped_at is None:
+                if stop.wait(0.2, until=done.is_set):
+                    stopped_at = time.monotonic()
+                    cancel.cancel(stop.name)
+            elif not done.wait(0.2) and time.monotonic() - stopped_at > overdue_after_s:
                 _give_up(stop.name, overdue_after_s, on_overdue)
+        worker.join(5.0)  # `done` is set in its last lines: it ends at once
     finally:
         if restore:
             stop.restore()
