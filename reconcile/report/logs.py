@@ -29,11 +29,18 @@ _FAILURE_EVENTS = {"tenant.error", "tenant.conflict"}
 _FAILURE_STATUSES = {"failed", "aborted", "locked", "partial"}
 
 
+_this_second: tuple[int, str] = (-1, "")
+
+
 def utc_timestamp() -> str:
-    """Now as in every event: ISO 8601, UTC, milliseconds, `Z`."""
-    now = time.time()
-    stamp = datetime.fromtimestamp(now, UTC)
-    return f"{stamp:%Y-%m-%dT%H:%M:%S}.{int(now * 1000) % 1000:03d}Z"
+    """Now as in every event: ISO 8601, UTC, milliseconds, `Z`. The date and time of the current
+    second are formatted once per second: a run announcing millions of actions stamps each one."""
+    global _this_second
+    milliseconds = int(time.time() * 1000)
+    second, fraction = divmod(milliseconds, 1000)
+    if _this_second[0] != second:
+        _this_second = (second, f"{datetime.fromtimestamp(second, UTC):%Y-%m-%dT%H:%M:%S}")
+    return f"{_this_second[1]}.{fraction:03d}Z"
 
 
 def _timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
