@@ -14,13 +14,12 @@ from typing import Any
 
 import orjson
 
-from reconcile.actions import ARCHIVE, BY_NAME, CREATE, ERROR, UPDATE, WRITES
+from reconcile.actions import ARCHIVE, BY_NAME, CREATE, ERROR, UPDATE
 from reconcile.errors import ConfigError
-from reconcile.pipeline.planfile import FORMAT
+from reconcile.pipeline.planfile import FORMAT, created_at, document_problem
 from reconcile.report.console import PLAN, IdColumn, action_sentence, plain, plan_line
 
 _FIELDS = ("name", "plan", "status")
-_WRITES = {kind.name for kind in WRITES}
 
 
 def read_plan_document(path: str) -> dict[str, Any]:
@@ -33,39 +32,10 @@ def read_plan_document(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path} is not JSON (expected a file written by plan --out)") from None
     if not isinstance(document, dict) or document.get("format") != FORMAT:
         raise ConfigError(f"{path} is not a saved plan (expected a file written by plan --out)")
-    problem = plan_problem(document)
+    problem = document_problem(document)
     if problem:
         raise ConfigError(f"{path} is not a complete saved plan: {problem}")
     return document
-
-
-def created_at(document: dict[str, Any]) -> datetime:
-    return datetime.fromisoformat(str(document["created_at"]).replace("Z", "+00:00"))
-
-
-def plan_problem(document: dict[str, Any]) -> str | None:
-    """What keeps `document` from being rendered, in a few words; None when nothing does."""
-    if "created_at" not in document:
-        return "created_at is missing"
-    try:
-        if not isinstance(document["created_at"], str) or created_at(document).tzinfo is None:
-            raise ValueError
-    except ValueError:
-        return f"created_at {repr(document['created_at'])[:40]} is not a time (ISO 8601 with a time zone)"
-    for key, kind in (("product", dict), ("marketplace", dict), ("counts", dict), ("actions", list),
-                      ("errors", list)):
-        if key not in document:
-            return f"{key} is missing"
-        if not isinstance(document[key], kind):
-            return f"{key} is not {'an object' if kind is dict else 'a list'}"
-    for n, action in enumerate(document["actions"], 1):
-        if not isinstance(action, dict) or action.get("action") not in _WRITES:
-            return f"action {n} is not a create, update or archive"
-        if not isinstance(action.get("write"), dict) or not isinstance(action.get("read") or {}, dict):
-            return f"action {n} has no values to write"
-    if any(not isinstance(error, dict) for error in document["errors"]):
-        return "errors holds something that is not a row error"
-    return None
 
 
 def _as_event(action: dict[str, Any]) -> dict[str, Any]:

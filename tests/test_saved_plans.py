@@ -218,3 +218,19 @@ def test_show_quotes_ids_and_names_as_the_console_rendering_does(tmp_path):
                for line in lines), lines
     assert "Plan: 1 to create, 1 to update, 0 to archive. 0 orphans, 1 row error, 0 skipped." in lines
     assert len(lines) == len(result.stdout.split("\n")) - 1  # no value broke a line: every line is one of ours
+
+
+@pytest.mark.parametrize(("changes", "problem"), [
+    ({"created_at": None}, "created_at is missing"),
+    ({"created_at": "yesterday"}, "created_at 'yesterday' is not a time"),
+    ({"product": {"tenants": 2}}, "product.db is missing"),
+    ({"actions": [{"action": "create", "id": "x"}]}, "action 1 has no values to write"),
+], ids=["no created_at", "bad date", "no product db", "no values"])
+def test_run_of_a_malformed_plan_is_exit_2_with_one_line_naming_the_file_and_the_problem(dbs, tmp_path, changes,
+                                                                                         problem):
+    path = plan_file(tmp_path, **changes)
+    result = run_cli("run", "--plan", str(path), env=dbs.env())
+    assert result.code == 2, (result.code, result.stderr)
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and problem in lines[0], result.stderr
+    assert "Traceback" not in result.stderr

@@ -130,6 +130,7 @@ class SavedPlan:
 
 
 _KINDS = {kind.name: kind for kind in WRITES}
+_WRITE_NAMES = set(_KINDS)
 
 
 def _row(action: dict[str, Any]) -> list[str | None]:
@@ -140,6 +141,47 @@ def _row(action: dict[str, Any]) -> list[str | None]:
     if action["action"] == UPDATE.name:
         return [action["id"], *old, write["name"], write["plan"], write["status"]]
     return [action["id"], *old, "t" if action.get("orphan") else "f"]
+
+
+def created_at(document: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(str(document["created_at"]).replace("Z", "+00:00"))
+
+
+def document_problem(document: dict[str, Any]) -> str | None:
+    """What keeps a saved plan's `document` from being shown or applied, in a few words; None when
+    nothing does (`show` and `run --plan` both refuse such a file, exit 2)."""
+    return _header_problem(document) or _actions_problem(document)
+
+
+def _header_problem(document: dict[str, Any]) -> str | None:
+    if "created_at" not in document:
+        return "created_at is missing"
+    try:
+        if not isinstance(document["created_at"], str) or created_at(document).tzinfo is None:
+            raise ValueError
+    except ValueError:
+        return f"created_at {repr(document['created_at'])[:40]} is not a time (ISO 8601 with a time zone)"
+    for key, kind in (("product", dict), ("marketplace", dict), ("counts", dict), ("actions", list),
+                      ("errors", list)):
+        if key not in document:
+            return f"{key} is missing"
+        if not isinstance(document[key], kind):
+            return f"{key} is not {'an object' if kind is dict else 'a list'}"
+    for key in ("product", "marketplace"):
+        if not isinstance(document[key].get("db"), str):
+            return f"{key}.db is missing"
+    return None
+
+
+def _actions_problem(document: dict[str, Any]) -> str | None:
+    for n, action in enumerate(document["actions"], 1):
+        if not isinstance(action, dict) or action.get("action") not in _WRITE_NAMES:
+            return f"action {n} is not a create, update or archive"
+        if not isinstance(action.get("write"), dict) or not isinstance(action.get("read") or {}, dict):
+            return f"action {n} has no values to write"
+    if any(not isinstance(error, dict) for error in document["errors"]):
+        return "errors holds something that is not a row error"
+    return None
 
 
 def load_plan_file(path: str, expected: dict[str, Any], max_age_s: float) -> SavedPlan:
@@ -157,6 +199,9 @@ def load_plan_file(path: str, expected: dict[str, Any], max_age_s: float) -> Sav
         raise ConfigError(f"--plan {path} is not a saved plan (expected a file written by plan --out)")
     if document.get("version") != VERSION:
         raise ConfigError(f"--plan {path} has format version {document.get('version')!r}; this tool reads {VERSION}")
+    problem = document_problem(document)
+    if problem:
+        raise ConfigError(f"--plan {path} is not a complete saved plan: {problem}")
     for key, what in (("product", "product database"), ("marketplace", "marketplace database")):
         planned, here = document[key]["db"], expected[key]["db"]
         if planned != here:
@@ -164,7 +209,7 @@ def load_plan_file(path: str, expected: dict[str, Any], max_age_s: float) -> Sav
     for key, what in (("shard", "shard"), ("mapping", "mapping")):
         if document.get(key) != expected.get(key):
             raise ConfigError(f"--plan {path} was made with another {what}: make a new plan")
-    age = time.time() - datetime.fromisoformat(document["created_at"].replace("Z", "+00:00")).timestamp()
+    age = time.time() - created_at(document).timestamp()
     if age > max_age_s:
         raise ConfigError(f"--plan {path} is {age / 3600:.1f} h old, more than --max-plan-age "
                           f"({max_age_s / 3600:g} h): make a new plan")
