@@ -14,7 +14,7 @@ from reconcile.db.cancel import Cancellation
 from reconcile.hooks import AfterWrite
 from reconcile.inbound import inbound_hook
 from reconcile.metrics import push_report
-from reconcile.pipeline import guard, planfile
+from reconcile.pipeline import planfile
 from reconcile.pipeline.planfile import SavedPlan
 from reconcile.pipeline.run import RunOptions, run_reconcile
 from reconcile.preflight import Preflight, preflight
@@ -65,9 +65,9 @@ def reconcile_once(settings: Settings, request: RunRequest = RunRequest(), *, ca
     saved = request.saved_plan
     options = RunOptions(dry_run=request.dry_run, force=request.force, cancel=cancel,
                          tenant_ids=saved.only if saved else request.only, plan_out=request.plan_out,
-                         saved_plan=saved, hooks=() if saved else hooks_for(settings))
-    with guard.advising(guard.Advice(settings.product_from, request.takes_allow_empty_source)):
-        report = run_reconcile(settings, options, log, report)
+                         saved_plan=saved, hooks=() if saved else hooks_for(settings),
+                         takes_allow_empty_source=request.takes_allow_empty_source)
+    report = run_reconcile(settings, options, log, report)
     if request.report_file:
         write_report_file(report, request.report_file, log)
     if settings.pushgateway and not request.dry_run:

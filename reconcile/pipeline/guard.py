@@ -3,9 +3,6 @@ empty product database."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,20 +32,6 @@ class Advice:
         if self.takes_allow_empty_source:
             return "rerun with --allow-empty-source"
         return "apply once with `tenant-reconcile run --allow-empty-source`"
-
-
-# The advice of the command in progress, set by the caller of a run (jobs.commands) around it.
-_ADVICE: ContextVar[Advice | None] = ContextVar("guard_advice", default=None)
-
-
-@contextmanager
-def advising(advice: Advice) -> Iterator[None]:
-    """Runs inside this block word the empty-product message with `advice`."""
-    token = _ADVICE.set(advice)
-    try:
-        yield
-    finally:
-        _ADVICE.reset(token)
 
 
 @dataclass(frozen=True)
@@ -83,8 +66,8 @@ def _tenants(n: int) -> str:
     return f"{n} tenant" if n == 1 else f"{n} tenants"
 
 
-def check(plan: Plan, *, max_archive: int, max_archive_ratio: float,
-          allow_empty_source: bool = False, restricted: bool = False) -> GuardVerdict | None:
+def check(plan: Plan, *, max_archive: int, max_archive_ratio: float, allow_empty_source: bool = False,
+          restricted: bool = False, advice: Advice = Advice()) -> GuardVerdict | None:
     """None when the plan is safe to apply; otherwise why not, with the numbers that tripped it.
 
     Per run: a shard run is guarded on its own plan and its own slice of the marketplace (the
@@ -98,7 +81,7 @@ def check(plan: Plan, *, max_archive: int, max_archive_ratio: float,
     if plan.total == 0 and plan.target_total > 0 and not allow_empty_source and not restricted:
         return GuardVerdict("the product snapshot is empty while the marketplace has "
                             f"{_tenants(plan.target_total)}", figures, overridable_by_force=False,
-                            advice=_ADVICE.get() or Advice())
+                            advice=advice)
     if archives > max_archive:
         return GuardVerdict(f"would archive {_tenants(archives)}, more than max_archive={max_archive}", figures)
     if archives >= RATIO_MIN_ARCHIVES and plan.target_total and archives > max_archive_ratio * plan.target_total:

@@ -48,6 +48,8 @@ class RunOptions:
     hooks: tuple[AfterWrite, ...] = ()
     plan_out: str | None = None           # a dry run: also save the plan there (planfile)
     saved_plan: SavedPlan | None = None   # apply exactly this saved plan instead of computing one
+    # Whether the command takes --allow-empty-source (`run`, `plan`), for the guard's advice.
+    takes_allow_empty_source: bool = False
 
     @property
     def per_tenant_locks(self) -> bool:
@@ -318,7 +320,8 @@ def _stage(run: RunContext, plan: Plan, stale: dict[str, str]) -> stage.Staged:
 def _guard(run: RunContext, results: Results) -> None:
     settings = run.settings
     verdict = guard.check(results.plan, max_archive=settings.max_archive, max_archive_ratio=settings.max_archive_ratio,
-                          allow_empty_source=settings.allow_empty_source, restricted=run.scope.ids is not None)
+                          allow_empty_source=settings.allow_empty_source, restricted=run.scope.ids is not None,
+                          advice=guard.Advice(settings.product_from, run.options.takes_allow_empty_source))
     if verdict is None:
         return
     if verdict.blocks(force=run.options.force):
