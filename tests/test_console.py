@@ -481,7 +481,8 @@ def test_cli_plan_renders_the_plan_for_people(dbs):
     assert result.code == 0, result.stderr
     lines = result.stdout.splitlines()
     assert re.fullmatch(r"\d\d:\d\d:\d\d reconcile\.start  run_id=[0-9a-f]{32} mode=dry-run shard=0/1 .*", lines[0])
-    assert "+ create   kbz-003" in lines and "- archive  kbz-005" in lines
+    # What a create would write is shown as the applied run shows it, though nothing is announced.
+    assert '+ create   kbz-003           "KeyBuzz Labs"  DEV/TRIAL' in lines and "- archive  kbz-005" in lines
     assert "~ update   kbz-002           plan STARTER -> PRO" in lines
     assert "* orphan   legacy-009        (reported)" in lines
     assert "Plan: 1 to create, 1 to update, 1 to archive. 1 orphan (reported), 0 row errors, 0 skipped." in lines
@@ -616,3 +617,11 @@ def test_sentences_take_their_symbols_from_the_action_kinds_and_exit_codes_from_
     for status, code in STATUS_EXIT_CODES.items():
         assert exit_code({"status": status}) == code, status
     assert exit_code({"status": FAILED, "exit_code": 2}) == 2
+
+
+@pytest.mark.parametrize("fmt", ["json", "ecs"])
+def test_what_only_the_console_shows_never_reaches_json_or_ecs(dbs, fmt):
+    demo_tenants(dbs)
+    result = run_cli("plan", "--log-format", fmt, env=dbs.env())
+    assert result.code == 0, result.stderr
+    assert "_for_people" not in result.stdout and "KeyBuzz Labs" not in result.stdout

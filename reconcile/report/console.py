@@ -37,11 +37,11 @@ from reconcile.actions import (
     UPDATE,
     WRITES,
 )
-from reconcile.report.model import FAILED, STATUS_EXIT_CODES
+from reconcile.report.model import FAILED, FOR_PEOPLE, STATUS_EXIT_CODES
 
 ID_MIN_WIDTH = 16
 _VERB_WIDTH = len("conflict")  # the longest verb but `inbound error`, which is rare: it sticks out
-_HIDDEN = ("event", "level", "timestamp")
+_HIDDEN = ("event", "level", "timestamp", FOR_PEOPLE)
 _NEEDS_QUOTES = re.compile(r'[\s"=\\]|[\x00-\x1f\x7f-\x9f\u2028\u2029]')
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
@@ -194,7 +194,7 @@ def _action(event_dict: Mapping[str, Any], layout: Layout = EVENTS) -> tuple[str
     """(verb, rest) of an action event, None for any other event (or one missing its fields)."""
     event, get = event_dict.get("event"), event_dict.get
     if event == CREATE.event:
-        return CREATE.name, f"{_name(get('name'))}  {_cell(get('plan'))}/{_cell(get('status'))}"
+        return CREATE.name, _create_text(event_dict)
     if event == UPDATE.event and isinstance(get("changes"), Mapping):
         try:
             return UPDATE.name, changes_text(get("changes"), layout)
@@ -296,6 +296,13 @@ def applied_line(report: Mapping[str, Any]) -> str:
     return f"Applied: {', '.join(done)}; {_count(counts.get(CONFLICTS, 0), 'conflict')}."
 
 
+def _create_text(fields: Mapping[str, Any] | None) -> str:
+    """What a create sentence shows after the id: `"KeyBuzz Labs"  DEV/TRIAL` (nothing when unknown)."""
+    if not fields:
+        return ""
+    return f"{_name(fields.get('name'))}  {_cell(fields.get('plan'))}/{_cell(fields.get('status'))}"
+
+
 def planned_sentences(report: Mapping[str, Any], ids: IdColumn, colors: bool = False) -> list[str]:
     """The report's lists as sentences: every planned action when none was announced (a dry run, or
     a run the guard stopped), else only the orphans left in place (no event announces those)."""
@@ -316,7 +323,8 @@ def planned_sentences(report: Mapping[str, Any], ids: IdColumn, colors: bool = F
 
     if report.get("mode") == "dry-run" or report.get("status") == "aborted":
         orphan_ids = set(orphans)
-        say("create", [(i, "") for i in report.get("created") or []], "created", "creates")
+        fields = (report.get(FOR_PEOPLE) or {}).get("created") or {}
+        say("create", [(i, _create_text(fields.get(i))) for i in report.get("created") or []], "created", "creates")
         say("update", [(u.get("id"), changes_text(u.get("changes") or {})) for u in updated], "updated", "updates")
         say("archive", [(i, "(orphan)" if i in orphan_ids else "") for i in archived], "archived", "archives")
     say("orphan", [(i, "(reported)") for i in kept], "orphans", "orphans", listed=len(orphans))

@@ -22,6 +22,7 @@ import orjson
 import structlog
 
 from reconcile.report.console import ConsoleRenderer, use_colors
+from reconcile.report.model import FOR_PEOPLE
 
 ECS_VERSION = "8.11.0"
 
@@ -45,6 +46,12 @@ def utc_timestamp() -> str:
 
 def _timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     event_dict["timestamp"] = utc_timestamp()
+    return event_dict
+
+
+def _drop_for_people(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """What only the rendering for people reads never reaches JSON or ECS (reconcile.report.model)."""
+    event_dict.pop(FOR_PEOPLE, None)
     return event_dict
 
 
@@ -204,7 +211,7 @@ def configure_logging(fmt: str = "json", stream: IO[str] | None = None, level: i
             factory = structlog.PrintLoggerFactory(file=stream)
             renderer = structlog.processors.JSONRenderer(
                 serializer=lambda obj, **kw: _orjson_dumps(obj).decode())
-        processors = [*shared, last, renderer]
+        processors = [*shared, _drop_for_people, last, renderer]
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -44,6 +44,11 @@ class Capped(list):
             self.truncated = True
 
 
+# A key of an event that only the rendering for people reads (reconcile.report.console); the JSON
+# and ECS renderings drop it, so it never reaches log search or the report's documented shape.
+FOR_PEOPLE = "_for_people"
+
+
 @dataclass
 class Report:
     run_id: str
@@ -70,6 +75,9 @@ class Report:
     lock_holder: dict[str, Any] | None = None  # a locked run: who holds the lock
     plan_file: dict[str, Any] | None = None    # the saved plan written (plan --out) or applied (run --plan)
     hook_summaries: dict[str, Any] = field(default_factory=dict)  # each hook's summary, under its name
+    # Name, plan and status of each listed create that was not announced (a dry run, an aborted
+    # run), for the console's sentences only: JSON and ECS drop it (FOR_PEOPLE).
+    create_fields: dict[str, dict[str, Any]] = field(default_factory=dict)
     emitted: bool = False
 
     _OPTIONAL = ("guard", "planned", "lock_holder", "plan_file", "error")
@@ -127,7 +135,8 @@ class Report:
             if self.emitted:
                 return
             self.emitted = True
-        getattr(log, self.level)("reconcile.report", **self.as_dict())
+        for_people = {FOR_PEOPLE: {"created": self.create_fields}} if self.create_fields else {}
+        getattr(log, self.level)("reconcile.report", **self.as_dict(), **for_people)
 
     def fail_unless_emitted(self, error: str, exit_code: int, log: Any) -> bool:
         """For a run that cannot finish by itself: fail and emit it, unless it already was."""

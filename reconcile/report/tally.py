@@ -81,6 +81,8 @@ def _tally_writes(report: Report, kind: Kind, results: Results, log: Any, applie
         report.lists[kind.counted_as].add(kind.entry(row))
         if applied and kind.event:
             log.info(kind.event, tenant_id=tenant_id, **kind.event_fields(row))
+        elif kind is CREATE and len(report.create_fields) < report.id_limit:
+            report.create_fields[tenant_id] = kind.event_fields(row)  # what `plan` shows beside the id
     report.counts[kind.counted_as] = done
 
 
