@@ -17,7 +17,7 @@ def check_answer(found: Preflight) -> dict[str, Any]:
 
 
 def render_check(found: Preflight) -> str:
-    from reconcile.report.console import table
+    from reconcile.report.console import count_of, table
 
     rows = [("ok" if f.ok else ("FAIL" if f.problem else "note"), f.check, f.detail) for f in found.findings]
     answer = check_answer(found)
@@ -25,5 +25,6 @@ def render_check(found: Preflight) -> str:
     for which in ("product", "marketplace"):
         db = answer["databases"].get(which, {})
         lines.append(f"{which}: {db.get('db')}" + (f" (from {db['from']})" if db.get("from") else ""))
-    lines.append(f"Check: {answer['status']}, {len(found.problems)} problem(s).")
+    problems = len(found.problems)
+    lines.append(f"Check: {count_of(problems, 'problem')}." if problems else "Check: ok, no problem.")
     return "\n".join(lines)

@@ -128,7 +128,7 @@ def _paint(text: str, code: str | None, colors: bool) -> str:
     return f"\x1b[{code}m{text}\x1b[0m" if colors and code else text
 
 
-def _count(n: int, word: str, plural: str | None = None) -> str:
+def count_of(n: int, word: str, plural: str | None = None) -> str:
     return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
@@ -266,12 +266,12 @@ def _truncation(report: Mapping[str, Any], shown: int, total: int) -> str | None
 def _orphans_note(report: Mapping[str, Any], counts: Mapping[str, int]) -> str:
     orphans = counts.get(ORPHAN.counted_as, 0)
     if not orphans:
-        return _count(0, ORPHAN.verb)
+        return count_of(0, ORPHAN.verb)
     archived = set(report.get(ARCHIVE.counted_as) or [])
     gone = sum(1 for tenant_id in report.get(ORPHAN.counted_as) or [] if tenant_id in archived)
     listed = len(report.get(ORPHAN.counted_as) or [])
     note = "reported" if not gone else ARCHIVE.counted_as if gone == listed else f"{gone} {ARCHIVE.counted_as}"
-    return f"{_count(orphans, ORPHAN.verb)} ({note})"
+    return f"{count_of(orphans, ORPHAN.verb)} ({note})"
 
 
 def plan_line(report: Mapping[str, Any]) -> str:
@@ -279,10 +279,10 @@ def plan_line(report: Mapping[str, Any]) -> str:
     counts = report.get("counts") or {}
     writes = [f"{counts.get(kind.counted_as, 0)} to {kind.verb}" for kind in WRITES]
     if "inbound" in report:
-        writes.append(f"{_count(counts.get(INBOUND_CREATED, 0), 'inbound address', 'inbound addresses')} to add")
-    findings = [_orphans_note(report, counts), _count(counts.get(ERROR.counted_as, 0), ERROR.verb)]
+        writes.append(f"{count_of(counts.get(INBOUND_CREATED, 0), 'inbound address', 'inbound addresses')} to add")
+    findings = [_orphans_note(report, counts), count_of(counts.get(ERROR.counted_as, 0), ERROR.verb)]
     if counts.get(INBOUND_ERRORS):
-        findings.append(_count(counts[INBOUND_ERRORS], "inbound error"))
+        findings.append(count_of(counts[INBOUND_ERRORS], "inbound error"))
     findings.append(f"{counts.get(SKIP.counted_as, 0)} {SKIP.counted_as}")
     return f"Plan: {', '.join(writes)}. {', '.join(findings)}."
 
@@ -292,8 +292,8 @@ def applied_line(report: Mapping[str, Any]) -> str:
     counts = report.get("counts") or {}
     done = [f"{counts.get(kind.counted_as, 0)} {kind.counted_as}" for kind in WRITES]
     if "inbound" in report:
-        done.append(f"{_count(counts.get(INBOUND_CREATED, 0), 'inbound address', 'inbound addresses')} added")
-    return f"Applied: {', '.join(done)}; {_count(counts.get(CONFLICTS, 0), 'conflict')}."
+        done.append(f"{count_of(counts.get(INBOUND_CREATED, 0), 'inbound address', 'inbound addresses')} added")
+    return f"Applied: {', '.join(done)}; {count_of(counts.get(CONFLICTS, 0), 'conflict')}."
 
 
 def _create_text(fields: Mapping[str, Any] | None) -> str:
