@@ -8,6 +8,7 @@ and what is wrong (exit 2).
 
 from __future__ import annotations
 
+import shlex
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,15 +58,20 @@ def _row_error(error: dict[str, Any]) -> dict[str, Any]:
             "detail": error.get("detail")}
 
 
-def render_plan(document: dict[str, Any], now: datetime | None = None) -> str:
-    """A document `read_plan_document` accepted, for people."""
+def _tenants(side: dict[str, Any]) -> str:
+    count = side.get("tenants")
+    return f"{count} tenant" if count == 1 else f"{plain(count)} tenants"
+
+
+def render_plan(document: dict[str, Any], now: datetime | None = None, path: str = "FILE") -> str:
+    """A document `read_plan_document` accepted (read from `path`), for people."""
     now = now or datetime.now(UTC)
     age_h = (now - created_at(document)).total_seconds() / 3600
     product, market = document["product"], document["marketplace"]
     only = document.get("only")
     lines = [f"Saved plan {plain(document.get('run_id'))}, made {document['created_at']} ({age_h:.1f} h ago)",
-             f"  product      {plain(product.get('db'))} ({plain(product.get('tenants'))} tenants)",
-             f"  marketplace  {plain(market.get('db'))} ({plain(market.get('tenants'))} tenants)",
+             f"  product      {plain(product.get('db'))} ({_tenants(product)})",
+             f"  marketplace  {plain(market.get('db'))} ({_tenants(market)})",
              f"  shard {plain(document.get('shard'))}"
              + (f", only {len(only)} tenants" if isinstance(only, list) else "")
              + f", mapping {plain(str(document.get('mapping'))[:19])}…", ""]
@@ -81,5 +87,5 @@ def render_plan(document: dict[str, Any], now: datetime | None = None) -> str:
     archived = [action.get("id") for action in actions if action["action"] == ARCHIVE.name]
     lines.append(plan_line({"counts": document["counts"], "orphans": document.get("orphans") or [],
                             "archived": archived}))
-    lines.append("Apply exactly this plan with: tenant-reconcile run --plan FILE")
+    lines.append(f"Apply exactly this plan with: tenant-reconcile run --plan {shlex.quote(path)}")
     return "\n".join(lines)

@@ -129,4 +129,4 @@ def show(ctx: click.Context, plan_file: str) -> None:
     from jobs.process import default_signals
 
     default_signals()  # nothing to stop cleanly: Python's own handling
-    click.echo(render_plan(read_plan_document(plan_file)))
+    click.echo(render_plan(read_plan_document(plan_file), path=plan_file))
