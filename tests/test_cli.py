@@ -202,6 +202,19 @@ def test_ecs_format_uses_elastic_common_schema_names(dbs):
     assert "event" not in report and "level" not in report
 
 
+def test_ecs_fields_keep_one_type_in_every_event(dbs):
+    """Elasticsearch maps a field once per index: `source` and `target` are objects in the report,
+    so they are objects in every event (reconcile.start names the databases as text otherwise)."""
+    dbs.add_product(("a", "A", "pro", "active"))
+    result = run_cli("run", "--log-format", "ecs", env=dbs.env())
+    assert result.code == 0, result.stderr
+    for event in result.events:
+        for key in ("source", "target"):
+            assert not isinstance(event.get(key), str), (event["event.action"], key, event[key])
+    start = next(e for e in result.events if e["event.action"] == "reconcile.start")
+    assert start["source"] == {"name": dbs.product.display}
+
+
 def test_log_format_from_environment(dbs):
     result = run_cli("plan", env=dbs.env(RECONCILE_LOG_FORMAT="ecs"))
     assert "@timestamp" in result.events[-1]

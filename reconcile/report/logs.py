@@ -86,8 +86,17 @@ def _to_ecs(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> dict[str, 
     timings = event_dict.get("timings_ms")
     if isinstance(timings, dict) and isinstance(timings.get("total"), int | float):
         out["event.duration"] = int(timings["total"] * 1_000_000)
+    for key in _OBJECT_FIELDS:
+        # One type per field in an index: the report's `source` is an object ({db, tenants}), so a
+        # `source` that is text elsewhere (reconcile.start's database, a listener's event source)
+        # becomes {"name": ...} instead of a mapping conflict that Elasticsearch would reject.
+        if isinstance(event_dict.get(key), str):
+            event_dict[key] = {"name": event_dict[key]}
     out.update(event_dict)
     return out
+
+
+_OBJECT_FIELDS = ("source", "target")
 
 
 def exception_fields(exc: BaseException) -> dict[str, Any]:
