@@ -12,25 +12,27 @@ from typing import TYPE_CHECKING, Any
 from jobs.process import run_until_stopped
 from reconcile.db.cancel import Cancellation
 from reconcile.hooks import AfterWrite
-from reconcile.inbound import inbound_hook
 from reconcile.metrics import push_report
-from reconcile.pipeline import planfile
-from reconcile.pipeline.planfile import SavedPlan
 from reconcile.pipeline.run import RunOptions, run_reconcile
 from reconcile.preflight import Preflight, preflight
 from reconcile.report.file import write_report_file
 from reconcile.report.logs import get_logger
 from reconcile.report.model import Report, new_run_id
 from reconcile.settings import Settings
-from reconcile.single import SyncOutcome, TenantStatus, sync_report, sync_tenant, tenant_status
 
 if TYPE_CHECKING:
     from jobs.metrics import ScheduleMetrics
     from jobs.scheduler import ScheduledRuns
+    from reconcile.pipeline.planfile import SavedPlan
+    from reconcile.single import SyncOutcome, TenantStatus
 
 
 def hooks_for(settings: Settings, countries: tuple[str, ...] | None = None) -> tuple[AfterWrite, ...]:
     """The hooks a run gets from its settings: the inbound addresses when countries are set."""
+    if not (settings.inbound_countries if countries is None else countries):
+        return ()  # and the inbound package is not even imported (start-up time of plan and run)
+    from reconcile.inbound import inbound_hook
+
     hook = inbound_hook(settings, countries)
     return (hook,) if hook is not None else ()
 
@@ -105,6 +107,8 @@ def reconcile_until_stopped(settings: Settings, request: RunRequest) -> Report:
 def saved_plan_for(settings: Settings, path: str, max_age_s: float) -> SavedPlan:
     """The saved plan at `path`, checked against these settings (exit 2 when it was made for other
     databases, another shard or mapping, or is too old)."""
+    from reconcile.pipeline import planfile
+
     expected = planfile.header("", settings.require_product().display, settings.require_marketplace().display,
                                settings.shard.label, None, settings.mapping)
     return planfile.load_plan_file(path, expected, max_age_s)
@@ -115,6 +119,8 @@ def sync_until_stopped(settings: Settings, tenant_id: str, country: str | None,
     """`sync TENANT_ID`: one tenant, its inbound address for `country` unless None. Raises
     TenantNotFound (exit 4) before any run. A sync that does not stop in time is reported as failed
     by the process itself, which gives `answer` that outcome before it exits."""
+    from reconcile.single import SyncOutcome, sync_report, sync_tenant
+
     report = sync_report(settings)
     log: Any = get_logger(run_id=report.run_id)
 
@@ -128,6 +134,8 @@ def sync_until_stopped(settings: Settings, tenant_id: str, country: str | None,
 
 def status(settings: Settings, tenant_id: str) -> TenantStatus:
     """`status TENANT_ID`: read-only, no lock. SIGTERM/SIGINT stop it (Cancelled, exit 7)."""
+    from reconcile.single import tenant_status
+
     return run_until_stopped(lambda cancel: tenant_status(settings, tenant_id, cancel))
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -22,10 +22,9 @@ from reconcile.db.urls import DatabaseUrl
 from reconcile.db.watchdog import PROBE_TIMEOUT_S, WatchedConnection
 from reconcile.errors import CommitInDoubt, GuardTripped, LockHeld, ReconcileError
 from reconcile.hooks import AfterWrite, HookContext, PrepareContext
-from reconcile.pipeline import commit, guard, planfile, stage, write
+from reconcile.pipeline import commit, guard, stage, write
 from reconcile.pipeline.diff import UnsortedInput, diff
 from reconcile.pipeline.plan import Plan, build_plan
-from reconcile.pipeline.planfile import SavedPlan
 from reconcile.pipeline.snapshot import Snapshot, in_parallel, read_marketplace, read_product
 from reconcile.preflight import check_mapping_labels
 from reconcile.report.logs import log_internal_error
@@ -34,6 +33,9 @@ from reconcile.report.tally import Results, planned_counts, tally
 from reconcile.scope import Scope
 from reconcile.settings import Settings
 from reconcile.tempfiles import local_io, temp_space
+
+if TYPE_CHECKING:
+    from reconcile.pipeline.planfile import SavedPlan  # saved plans are rare: imported when used
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,8 @@ def _saved_plan(run: RunContext, saved: SavedPlan, started: float) -> tuple[Plan
     assert run.product is not None
     run.report.plan_file = {"path": saved.path, "sha256": saved.sha256, "created_at": saved.created_at}
     with translate_db_errors("reading the product rows of the plan failed", run.product_db):
+        from reconcile.pipeline import planfile
+
         stale = planfile.stale_actions(run.product, saved, run.settings.mapping, run.scope)
         run.product.rollback()
     plan = saved.to_plan()
@@ -295,6 +299,8 @@ def _stage_guard_write(run: RunContext, market_tx: sa.RootTransaction, plan: Pla
 
 def _save_plan(run: RunContext, results: Results) -> None:
     assert run.options.plan_out is not None
+    from reconcile.pipeline import planfile
+
     header = planfile.header(run.report.run_id, run.product_db.display, run.market_db.display,
                              run.settings.shard.label, run.scope.ids, run.settings.mapping)
     header["product"]["tenants"], header["marketplace"]["tenants"] = results.plan.total, results.plan.target_total

@@ -21,7 +21,6 @@ from typing import IO, Any
 import orjson
 import structlog
 
-from reconcile.report.console import ConsoleRenderer, use_colors
 from reconcile.report.model import FOR_PEOPLE
 
 ECS_VERSION = "8.11.0"
@@ -205,6 +204,8 @@ def configure_logging(fmt: str = "json", stream: IO[str] | None = None, level: i
     shared: list[Any] = [structlog.contextvars.merge_contextvars, structlog.processors.add_log_level,
                          _timestamp, _safe_exc_info]
     if fmt == "console":
+        from reconcile.report.console import ConsoleRenderer, use_colors  # only for people: not at start-up
+
         renderer: Any = ConsoleRenderer(colors=use_colors(stream))
         factory: Any = structlog.PrintLoggerFactory(file=stream)
         processors = [*shared, renderer]
@@ -239,6 +240,8 @@ def _route_stdlib(stream: IO[str], fmt: str) -> None:
     handler = logging.StreamHandler(stream)
     handler._tenant_reconcile = True  # type: ignore[attr-defined]
     if fmt == "console":
+        from reconcile.report.console import ConsoleRenderer, use_colors
+
         final: Any = ConsoleRenderer(colors=use_colors(stream))
     else:
         final = structlog.processors.JSONRenderer(serializer=lambda obj, **kw: _orjson_dumps(obj).decode())
