@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg2
+from sqlalchemy.engine import URL
 
 from benchmarks import eventlag, pgstats, procstat
 from benchmarks.data import dsn, load
@@ -69,7 +70,12 @@ class Bench:
 
     def url(self, database: str, role: str | None = None) -> DatabaseUrl:
         url = self.admin.url.set(database=database)
-        return DatabaseUrl(url.set(username=role, password=None) if role else url)
+        if not role:
+            return DatabaseUrl(url)
+        # The role logs in without a password (trust on the benchmark's own server): a new URL with
+        # the admin's host, port and options but none of its credentials.
+        return DatabaseUrl(URL.create(url.drivername, username=role, host=url.host, port=url.port, database=database,
+                                      query=url.query))
 
     def sql(self, database: str, statement: str) -> None:
         with closing(psycopg2.connect(dsn(self.url(database)))) as conn:

@@ -67,9 +67,9 @@ class PushgatewayUrl:
         location = f"{shown_host}:{port}" if port is not None else shown_host
         username = unquote(parts.username) if parts.username is not None else None
         password = unquote(parts.password) if parts.password is not None else None
-        return cls(url=f"{scheme}://{location}{parts.path.rstrip('/')}",
-                   display=f"{scheme}://{shown_host}:{port or _DEFAULT_PORTS[scheme]}",
-                   username=username, password=password)
+        # Positional, in field order: url, display, then the credentials.
+        return cls(f"{scheme}://{location}{parts.path.rstrip('/')}",
+                   f"{scheme}://{shown_host}:{port or _DEFAULT_PORTS[scheme]}", username, password)
 
     def __str__(self) -> str:
         return self.display
