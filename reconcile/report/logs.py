@@ -38,9 +38,10 @@ def utc_timestamp() -> str:
     global _this_second
     milliseconds = int(time.time() * 1000)
     second, fraction = divmod(milliseconds, 1000)
-    if _this_second[0] != second:
-        _this_second = (second, f"{datetime.fromtimestamp(second, UTC):%Y-%m-%dT%H:%M:%S}")
-    return f"{_this_second[1]}.{fraction:03d}Z"
+    cached = _this_second  # read once: another thread may replace it meanwhile
+    if cached[0] != second:
+        cached = _this_second = (second, f"{datetime.fromtimestamp(second, UTC):%Y-%m-%dT%H:%M:%S}")
+    return f"{cached[1]}.{fraction:03d}Z"
 
 
 def _timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
