@@ -225,7 +225,13 @@ def test_show_quotes_ids_and_names_as_the_console_rendering_does(tmp_path):
     ({"created_at": "yesterday"}, "created_at 'yesterday' is not a time"),
     ({"product": {"tenants": 2}}, "product.db is missing"),
     ({"actions": [{"action": "create", "id": "x"}]}, "action 1 has no values to write"),
-], ids=["no created_at", "bad date", "no product db", "no values"])
+    ({"marketplace": {"db": "h:5432/m"}}, "marketplace.tenants is not a number of tenants"),
+    ({"actions": [{"action": "create", "id": "x", "write": {}}]}, "action 1 has no slug, name, plan, status to write"),
+    ({"actions": [{"action": "update", "write": {"name": "N", "plan": "PRO", "status": "ACTIVE"}}]},
+     "action 1 has no tenant id"),
+    ({"errors": [{"id": "x"}]}, "errors holds something that is not a row error"),
+], ids=["no created_at", "bad date", "no product db", "no values", "no tenants", "empty write", "no id",
+        "partial error"])
 def test_run_of_a_malformed_plan_is_exit_2_with_one_line_naming_the_file_and_the_problem(dbs, tmp_path, changes,
                                                                                          problem):
     path = plan_file(tmp_path, **changes)

@@ -170,17 +170,36 @@ def _header_problem(document: dict[str, Any]) -> str | None:
     for key in ("product", "marketplace"):
         if not isinstance(document[key].get("db"), str):
             return f"{key}.db is missing"
+        if not _is_count(document[key].get("tenants")):
+            return f"{key}.tenants is not a number of tenants"
+    if not _is_count(document.get("skipped_orphans", 0)):
+        return "skipped_orphans is not a number"
     return None
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# What a planned write must say, by kind (the spool rows of pipeline.plan are rebuilt from it).
+_WRITE_KEYS = {CREATE.name: ("slug", *_FIELDS), UPDATE.name: _FIELDS, ARCHIVE.name: ()}
 
 
 def _actions_problem(document: dict[str, Any]) -> str | None:
     for n, action in enumerate(document["actions"], 1):
         if not isinstance(action, dict) or action.get("action") not in _WRITE_NAMES:
             return f"action {n} is not a create, update or archive"
-        if not isinstance(action.get("write"), dict) or not isinstance(action.get("read") or {}, dict):
+        if not isinstance(action.get("id"), str):
+            return f"action {n} has no tenant id"
+        write = action.get("write")
+        if not isinstance(write, dict) or not isinstance(action.get("read") or {}, dict):
             return f"action {n} has no values to write"
-    if any(not isinstance(error, dict) for error in document["errors"]):
-        return "errors holds something that is not a row error"
+        missing = [key for key in _WRITE_KEYS[action["action"]] if key not in write]
+        if missing:
+            return f"action {n} has no {', '.join(missing)} to write"
+    if any(not isinstance(error, dict) or not all(isinstance(error.get(k), str) for k in ("id", "error", "detail"))
+           for error in document["errors"]):
+        return "errors holds something that is not a row error (id, error, detail)"
     return None
 
 
