@@ -15,8 +15,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from reconcile.db import lock
-from reconcile.db.cancel import Cancellation
-from reconcile.db.engines import connect, engine_from_settings, translate_db_errors
+from reconcile.db.cancel import Cancellation, Cancelled
+from reconcile.db.engines import reading
 from reconcile.errors import ConfigError, DatabaseError
 from reconcile.mapping import ARCHIVED, CLOSED, Mapping
 from reconcile.settings import Settings
@@ -174,27 +174,20 @@ def preflight(settings: Settings, cancel: Cancellation | None = None) -> Preflig
     report = Preflight()
     for what in ("product", "marketplace"):
         db = settings.require_product() if what == "product" else settings.require_marketplace()
-        engine = engine_from_settings(settings, db, "tenant-reconcile check")
         try:
-            if cancel is not None:
-                cancel.check(CHECK_STOPPED)
-            with connect(engine, db, retry_s=settings.connect_retry_s, what=what, cancel=cancel) as conn, \
-                    translate_db_errors(f"checking the {what} database failed", db):
-                if cancel is not None:
-                    cancel.register(conn.connection.dbapi_connection)
+            with reading(settings, db, what, cancel=cancel, stopped=CHECK_STOPPED,
+                         doing=f"checking the {what} database failed") as conn:
                 facts = server_facts(conn)
                 source = settings.product_from if what == "product" else settings.marketplace_from
                 report.databases[what] = {"db": db.display, "from": source, **facts}
                 report.add(f"{what} database reachable", True, f"PostgreSQL {facts['version']} as {facts['user']}")
                 _check_database(conn, report, what, settings)
+        except Cancelled:
+            raise  # a stop, not an unreachable database
         except DatabaseError as exc:
-            if cancel is not None:
-                cancel.check(CHECK_STOPPED)  # cut because of the stop: not an unreachable database
             report.unreachable = True
             report.databases[what] = {"db": db.display}
             report.add(f"{what} database reachable", False, str(exc))
-        finally:
-            engine.dispose()
     check_clocks(report)
     return report
 

@@ -10,19 +10,15 @@ one after the other. `tenant_status` only reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-
-import sqlalchemy as sa
 
 from reconcile.actions import CONFLICTS, ERROR
 from reconcile.db.cancel import RUN_STOPPED, Cancellation
 from reconcile.db.copy import server_encoding
-from reconcile.db.engines import connect, engine_from_settings, translate_db_errors
+from reconcile.db.engines import reading
 from reconcile.db.sql import utf8_order
-from reconcile.db.urls import DatabaseUrl
 from reconcile.errors import DatabaseError, TenantNotFound
 from reconcile.hooks import HookContext, HookResult, PrepareContext
 from reconcile.inbound import inbound_hook
@@ -40,31 +36,9 @@ _ADDRESS = """SELECT "emailAddress" FROM inbound_addresses
               ORDER BY "createdAt", id LIMIT 1"""
 
 
-@contextmanager
-def _reading(settings: Settings, db: DatabaseUrl, what: str, cancel: Cancellation | None = None,
-             stopped: str = RUN_STOPPED) -> Iterator[sa.Connection]:
-    """One short connection for lookups, with the run's timeouts; errors are exit 7. With `cancel`,
-    a stop request cuts it as it cuts a run's connections, and the lookup fails with `stopped`."""
-    engine = engine_from_settings(settings, db, "tenant-reconcile lookup")
-    try:
-        if cancel is not None:
-            cancel.check(stopped)
-        with connect(engine, db, retry_s=settings.connect_retry_s, what=what, cancel=cancel) as conn, \
-                translate_db_errors(f"reading the {what} database failed", db):
-            if cancel is not None:
-                cancel.register(conn.connection.dbapi_connection)
-            yield conn
-    except DatabaseError:
-        if cancel is not None:
-            cancel.check(stopped)  # cut because of the stop: say so, not how the cut looked
-        raise
-    finally:
-        engine.dispose()
-
-
 def _product_row(settings: Settings, tenant_id: str, cancel: Cancellation | None = None,
                  stopped: str = RUN_STOPPED) -> Any:
-    with _reading(settings, settings.require_product(), "product", cancel, stopped) as conn:
+    with reading(settings, settings.require_product(), "product", cancel=cancel, stopped=stopped) as conn:
         return conn.exec_driver_sql("SELECT id, name, plan, status FROM tenants WHERE id = %(id)s",
                                     {"id": tenant_id}).first()
 
@@ -176,7 +150,8 @@ STATUS_STOPPED = "status stopped ({reason}); it only reads, nothing was changed"
 def tenant_status(settings: Settings, tenant_id: str, cancel: Cancellation | None = None) -> TenantStatus:
     """Both rows, the inbound addresses and connections; `cancel` stops the reads (Cancelled)."""
     product = _product_row(settings, tenant_id, cancel, STATUS_STOPPED)
-    with _reading(settings, settings.require_marketplace(), "marketplace", cancel, STATUS_STOPPED) as conn:
+    with reading(settings, settings.require_marketplace(), "marketplace", cancel=cancel,
+                 stopped=STATUS_STOPPED) as conn:
         params = {"id": tenant_id}
         market = conn.exec_driver_sql(_TENANT, params).first()
         addresses = conn.exec_driver_sql(
@@ -219,7 +194,7 @@ def unchanged_ids(settings: Settings, report: Report) -> list[str]:
                *report.lists["skipped"], *(u["id"] for u in report.lists["updated"]),
                *(e["id"] for e in report.lists[ERROR.counted_as])}
     limit = report.id_limit
-    with _reading(settings, settings.require_product(), "product") as conn:
+    with reading(settings, settings.require_product(), "product") as conn:
         order = utf8_order("id", server_encoding(conn))
         rows = conn.exec_driver_sql(f"SELECT id FROM tenants WHERE {settings.shard.sql_predicate()} "
                                     f"ORDER BY {order} LIMIT %(n)s", {"n": limit + len(touched)})

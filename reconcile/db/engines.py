@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
+from reconcile.db.cancel import RUN_STOPPED, Cancellation
 from reconcile.db.urls import DatabaseUrl, scrub_credentials, url_with_secret
 from reconcile.errors import DatabaseError
 
@@ -159,4 +160,28 @@ def connect(engine: sa.Engine, db: DatabaseUrl, *, retry_s: float, what: str, lo
         reraise=True,
     )
     with translate_db_errors(f"cannot connect to the {what} database", db):
-        return retrying(engine.connect)
+        conn = retrying(engine.connect)
+    if cancel is not None:
+        cancel.register(conn.connection.dbapi_connection)  # a stop interrupts what runs on it
+    return conn
+
+
+@contextmanager
+def reading(settings: Settings, db: DatabaseUrl, what: str, *, cancel: Cancellation | None = None,
+            stopped: str = RUN_STOPPED, doing: str | None = None) -> Iterator[sa.Connection]:
+    """One short connection for reads (sync's and status's lookups, check), with the run's timeouts;
+    errors are exit 7 (`doing` says what failed). With `cancel`, a stop request cuts it as it cuts a
+    run's connections, and the read fails with `stopped`, not with how the cut looked."""
+    engine = engine_from_settings(settings, db, "tenant-reconcile (read)")
+    try:
+        if cancel is not None:
+            cancel.check(stopped)
+        with connect(engine, db, retry_s=settings.connect_retry_s, what=what, cancel=cancel) as conn, \
+                translate_db_errors(doing or f"reading the {what} database failed", db):
+            yield conn
+    except DatabaseError:
+        if cancel is not None:
+            cancel.check(stopped)
+        raise
+    finally:
+        engine.dispose()

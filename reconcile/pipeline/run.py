@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from reconcile.db import lock
-from reconcile.db.cancel import Cancellation, Cancelled
+from reconcile.db.cancel import RUN_STOPPED, Cancellation, Cancelled
 from reconcile.db.engines import connect, engine_from_settings, quietly, translate_db_errors
 from reconcile.db.urls import DatabaseUrl
 from reconcile.db.watchdog import PROBE_TIMEOUT_S, WatchedConnection
@@ -84,7 +84,6 @@ class RunContext:
     def connect(self, engine: sa.Engine, db: DatabaseUrl, what: str) -> sa.Connection:
         conn = connect(engine, db, retry_s=self.settings.connect_retry_s, what=what, log=self.log, cancel=self.cancel)
         self.stack.callback(quietly, conn.close)
-        self.cancel.register(conn.connection.dbapi_connection)
         return conn
 
     def lap(self, phase: str, since: float) -> float:
@@ -121,7 +120,7 @@ def _record_failure(run: RunContext, exc: Exception) -> None:
         report.status, report.error = ABORTED, str(exc)
     elif isinstance(exc, ReconcileError):
         if run.cancel.requested and not isinstance(exc, Cancelled | CommitInDoubt):
-            exc = Cancelled(f"run stopped ({run.cancel.reason}); transaction rolled back, nothing written")
+            exc = Cancelled(RUN_STOPPED.format(reason=run.cancel.reason))
         report.fail(str(exc), exc.exit_code)
     elif isinstance(exc, UnsortedInput):
         report.fail(f"{exc}; nothing was written", 1)
