@@ -17,9 +17,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import hmac
-import os
 import socket
-import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -28,6 +26,7 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
+from jobs.process import exit_now
 from reconcile.errors import ConfigError, ReconcileError, TenantNotFound
 from reconcile.ids import tenant_id_problem
 from reconcile.report.model import ABORTED, FAILED, LOCKED, PARTIAL
@@ -165,11 +164,8 @@ class InFlight:
 
     def wait_idle(self, timeout: float) -> bool:
         """True once no run is in flight; False when some still are after `timeout` seconds."""
-        deadline = time.monotonic() + timeout
         with self._idle:
-            while self._running and time.monotonic() < deadline:
-                self._idle.wait(min(0.2, max(deadline - time.monotonic(), 0.0)))
-            return not self._running
+            return self._idle.wait_for(lambda: not self._running, timeout)
 
 
 class Api:
@@ -400,9 +396,7 @@ def _stopped(reason: str, runs: InFlight, log: Any) -> None:
         return
     log.error("http.run_abandoned", reason=reason, in_flight=runs.count,
               detail="a cancelled run did not end in time; exiting without it")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # a worker thread still blocked would keep the interpreter from exiting
+    exit_now(0)  # a worker thread still blocked would keep the interpreter from exiting
 
 
 BACKLOG = 2048  # uvicorn's default
