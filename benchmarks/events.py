@@ -20,7 +20,7 @@ import platform
 import shlex
 import sys
 import uuid
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -78,10 +78,7 @@ class Bench:
                                       query=url.query))
 
     def sql(self, database: str, statement: str) -> None:
-        with closing(psycopg2.connect(dsn(self.url(database)))) as conn:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute(statement)
+        _autocommit(self.url(database), statement)
 
 
 # -- the server and the data ---------------------------------------------------------------------

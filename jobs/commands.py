@@ -170,7 +170,7 @@ def scheduled_runs(settings: Settings, report_file: str | None, interval_s: floa
             settings, batch.ids, batch.source, cancel)), full_run, metrics=metrics)
     runs = ScheduledRuns(settings, lambda cancel, run_id: full_run("schedule", cancel, run_id),
                          get_logger(component="schedule"), interval_s, listener=listener)
-    if metrics is not None and settings.metrics_port is not None:
+    if metrics is not None:  # only when a metrics port is set
         from jobs.metrics import MetricsServer
 
         runs.metrics_server = MetricsServer(metrics.registry, runs.healthy).start(settings.metrics_host,

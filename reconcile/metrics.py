@@ -119,7 +119,7 @@ def push_report(gateway: PushgatewayUrl | str, report: Report, log: Any) -> bool
                    ["status"], registry=registry)
     for name in STATUS_EXIT_CODES:
         status.labels(status=name).set(1 if name == report.status else 0)
-    Gauge("tenant_reconcile_last_run_tenants", "Product tenants in scope in the last run",
+    Gauge("tenant_reconcile_last_run_tenants", "Tenants the last run counted (its report's total)",
           registry=registry).set(report.total)
     if completed and report.mode == "apply":
         # A partial run completed and applied everything it could; its row errors show in

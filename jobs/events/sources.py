@@ -274,14 +274,14 @@ class PollSource(Source):
         after: tuple[Any, str] = (floor, "")
         while True:
             page = conn.exec_driver_sql(
-                "SELECT id, updated_at, now() AS read_at FROM tenants WHERE updated_at > %(floor)s "
+                "SELECT id, updated_at FROM tenants WHERE updated_at > %(floor)s "
                 "AND (updated_at, id) > (%(after_at)s, %(after_id)s) ORDER BY updated_at, id LIMIT %(limit)s",
                 {"floor": floor, "after_at": after[0], "after_id": after[1], "limit": self.page_size}).all()
             rows += page
-            if len(page) < self.page_size:
-                return rows
             if len(rows) > self.full_run_above:
                 return None
+            if len(page) < self.page_size:
+                return rows
             after = (page[-1].updated_at, page[-1].id)
 
     def poll_once(self, conn: Any) -> None:

@@ -12,10 +12,12 @@ as unknown: exit 7, and the next `plan` shows what the database holds.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from reconcile.db.copy import dbapi
 from reconcile.db.engines import describe_db_error, driver_errors, engine_from_settings, error_cause
 from reconcile.db.urls import DatabaseUrl
 from reconcile.errors import CommitInDoubt, DatabaseError
@@ -25,13 +27,13 @@ if TYPE_CHECKING:
 
 # The look-up happens while the run is ending (perhaps on SIGTERM, which must end it within 10 s).
 LOOKUP_CONNECT_TIMEOUT_S = 3
-TERMINATE_WAIT_MS = 2000  # pg_terminate_backend waits this long for the session to be gone
+TERMINATE_WAIT_S = 2.0  # how long the terminated session may take to end
 
 
 def commit(tx: sa.RootTransaction, xid: int | None, settings: Settings, db: DatabaseUrl, log: Any) -> None:
     """Commit `tx`; when the connection is lost on the way, find out whether the server committed
     anyway. Returns when it did; raises DatabaseError (rolled back) or CommitInDoubt."""
-    backend_pid = tx.connection.connection.dbapi_connection.info.backend_pid
+    backend_pid = dbapi(tx.connection).info.backend_pid
     try:
         tx.commit()
         return
@@ -64,9 +66,11 @@ def transaction_outcome(settings: Settings, db: DatabaseUrl, xid: int, backend_p
             conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             status = _status(conn, xid)
             if status == "in progress":
-                conn.exec_driver_sql("SELECT pg_terminate_backend(%(pid)s, %(ms)s)",
-                                     {"pid": backend_pid, "ms": TERMINATE_WAIT_MS})
-                status = _status(conn, xid)
+                conn.exec_driver_sql("SELECT pg_terminate_backend(%(pid)s)", {"pid": backend_pid})
+                deadline = time.monotonic() + TERMINATE_WAIT_S
+                while status == "in progress" and time.monotonic() < deadline:
+                    time.sleep(0.05)  # the session rolls back as it ends
+                    status = _status(conn, xid)
     except Exception as exc:  # unreachable, failed over to a server that never saw it, ...
         return None, f"checking it failed: {describe_db_error(exc, db)}"
     finally:
