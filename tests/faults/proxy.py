@@ -309,6 +309,9 @@ class FaultProxy:
         """Act; True when forwarding goes on."""
         conn.tracks[id(rule)].done = True
         rule.fired_on.append(conn.index)
+        # Before acting: the client sees a drop or a reset at once and may have exited (and the test
+        # asked whether the rule fired) before this thread gets any further.
+        rule.fired.set()
         if rule.action == "stall":
             conn.stalled = True
             if rule.stall_new:
@@ -318,7 +321,6 @@ class FaultProxy:
             conn.close()
         elif rule.action == "reset":
             conn.close(reset=True)
-        rule.fired.set()
         if rule.action == "hold":
             while not rule._released.wait(_POLL_S):
                 if conn.closed.is_set() or self._closing.is_set():
