@@ -28,20 +28,27 @@ class Instruction:
     args: str
 
 
-def parse_dockerfile(text: str) -> list[list[Instruction]]:
-    """Instructions grouped by build stage; line continuations joined, comments dropped."""
+def logical_lines(text: str, what: str, inline_comments: bool = False) -> list[str]:
+    """Lines with their backslash continuations joined and comments dropped (whole-line comments,
+    and with `inline_comments` also a ` #` comment after a value, as pip's requirement files have)."""
     logical: list[str] = []
     pending = ""
     for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
+        line = "" if raw.lstrip().startswith("#") else (raw.split(" #")[0] if inline_comments else raw).strip()
+        if not line:
             continue
         if line.endswith("\\"):
             pending += line[:-1] + " "
             continue
         logical.append(pending + line)
         pending = ""
-    assert not pending, "Dockerfile ends inside a line continuation"
+    assert not pending, f"{what} ends inside a line continuation"
+    return logical
+
+
+def parse_dockerfile(text: str) -> list[list[Instruction]]:
+    """Instructions grouped by build stage; line continuations joined, comments dropped."""
+    logical = logical_lines(text, "Dockerfile")
     stages: list[list[Instruction]] = []
     for line in logical:
         keyword, _, args = line.partition(" ")
@@ -202,19 +209,8 @@ class Pin:
 def parse_lock(text: str) -> list[Pin]:
     """pip's requirements format as pip-compile writes it: `name==version \\` then `--hash=sha256:...`
     continuation lines; comments dropped. Anything else (an option, a range, a URL) is refused."""
-    logical: list[str] = []
-    pending = ""
-    for raw in text.splitlines():
-        line = raw.split(" #")[0].strip() if not raw.lstrip().startswith("#") else ""
-        if not line:
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        logical.append(pending + line)
-        pending = ""
     pins = []
-    for line in logical:
+    for line in logical_lines(text, "the lock file", inline_comments=True):
         requirement, *options = line.split()
         match = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([A-Za-z0-9.+!-]+)", requirement)
         assert match, f"not an exact pin: {line[:80]}"
