@@ -25,13 +25,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg2
 from sqlalchemy.engine import URL
 
 from benchmarks import eventlag, pgstats, procstat
 from benchmarks.data import dsn, load
 from benchmarks.eventrun import Listener, run_cli
-from benchmarks.reconcile import REPO, _autocommit, _clone
+from benchmarks.reconcile import REPO, _autocommit, _clone, run_and_print
 from reconcile.db.urls import DatabaseUrl
 
 SOURCES = ("pg", "redis", "poll")
@@ -418,21 +417,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-
-    def say(message: str) -> None:
-        if not args.json_only:
-            print(message, file=sys.stderr, flush=True)
-
-    try:
-        summary = run_benchmark(args, say)
-    except (RuntimeError, psycopg2.Error) as exc:
-        print(f"benchmark: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
-              file=sys.stderr)
-        return 2
-    if not args.json_only:
-        print(render(summary), flush=True)
-    print(json.dumps(summary, separators=(",", ":"), ensure_ascii=False), flush=True)
+    summary = run_and_print(parse_args(sys.argv[1:] if argv is None else argv), run_benchmark, render,
+                            database_error_exit=2)
+    if isinstance(summary, int):
+        return summary
     return 0 if summary["ok"] else 1
 
 

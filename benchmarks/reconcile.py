@@ -409,27 +409,41 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+def _first_line(exc: BaseException) -> str:
+    from reconcile.db.urls import scrub_credentials
 
+    lines = scrub_credentials(str(exc)).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def run_and_print(args: argparse.Namespace, run: Any, render_summary: Any,
+                  database_error_exit: int = 1) -> dict[str, Any] | int:
+    """What every harness's `main` does: progress on stderr (unless --json-only), then the table and
+    the JSON line on stdout. The summary, or the exit code of a harness that could not run (one
+    line on stderr, credentials scrubbed): 2 for a setup error, `database_error_exit` for a
+    database one."""
     def say(message: str) -> None:
         if not args.json_only:
             print(message, file=sys.stderr, flush=True)
 
     try:
-        summary = run_benchmark(args, say)
-    except ReconcileError as exc:
-        print(f"benchmark: {exc}", file=sys.stderr)
+        summary = run(args, say)
+    except (ReconcileError, RuntimeError) as exc:
+        print(f"benchmark: {_first_line(exc)}", file=sys.stderr)
         return 2
     except psycopg2.Error as exc:
-        from reconcile.db.urls import scrub_credentials
-
-        first = scrub_credentials(str(exc)).strip().splitlines()
-        print(f"benchmark: database error: {first[0] if first else type(exc).__name__}", file=sys.stderr)
-        return 1
+        print(f"benchmark: database error: {_first_line(exc)}", file=sys.stderr)
+        return database_error_exit
     if not args.json_only:
-        print(render(summary), flush=True)
+        print(render_summary(summary), flush=True)
     print(json.dumps(summary, separators=(",", ":"), ensure_ascii=False), flush=True)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    summary = run_and_print(parse_args(sys.argv[1:] if argv is None else argv), run_benchmark, render)
+    if isinstance(summary, int):
+        return summary
     if not summary["counts_match"]:
         print("benchmark: reported counts differ from the generated drift (a correctness bug)", file=sys.stderr)
     failed = failed_measures(summary)
